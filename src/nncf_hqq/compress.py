@@ -1,0 +1,112 @@
+"""`compress_weights`: NNCF's function with an `hqq` switch."""
+
+import dataclasses
+from typing import TypeVar
+
+import nncf
+from nncf import BackupMode
+from nncf import CompressionFormat
+from nncf import CompressWeightsMode
+from nncf import Dataset
+from nncf import IgnoredScope
+from nncf import SensitivityMetric
+from nncf.common.utils.backend import BackendType
+from nncf.common.utils.backend import get_backend
+from nncf.quantization.advanced_parameters import AdvancedCompressionParameters as NNCFAdvancedCompressionParameters
+from nncf.tensor import Tensor
+from nncf.tensor import functions as fns
+
+from nncf_hqq._nncf import openvino_weight_compression_class
+from nncf_hqq._nncf import weight_compression_class
+from nncf_hqq.hqq import HQQ
+from nncf_hqq.hqq import SUPPORTED_MODES
+from nncf_hqq.parameters import AdvancedHQQParameters
+
+TModel = TypeVar("TModel")
+
+
+def compress_weights(
+    model: TModel,
+    *,
+    mode: CompressWeightsMode = CompressWeightsMode.INT8_ASYM,
+    ratio: float | None = None,
+    group_size: int | None = None,
+    ignored_scope: IgnoredScope | None = None,
+    all_layers: bool | None = None,
+    dataset: Dataset | None = None,
+    sensitivity_metric: SensitivityMetric | None = None,
+    subset_size: int = 128,
+    awq: bool | None = None,
+    scale_estimation: bool | None = None,
+    gptq: bool | None = None,
+    lora_correction: bool | None = None,
+    backup_mode: BackupMode | None = None,
+    compression_format: CompressionFormat = CompressionFormat.DQ,
+    advanced_parameters: NNCFAdvancedCompressionParameters | None = None,
+    hqq: bool | None = None,
+) -> TModel:
+    """
+    `nncf.compress_weights` with HQQ: the same parameters and defaults, plus `hqq`.
+
+    With `hqq` true, the scales and zero points of the integer-compressed weights (INT4/INT8, symmetric or
+    asymmetric, primary and backup precision) are computed by HQQ's solver instead of round-to-nearest; the
+    model is stored in NNCF's standard compressed format. AWQ runs before HQQ; with scale estimation, HQQ refines
+    the estimated scales (it starts from them and keeps them where it cannot improve its objective).
+    Solver parameters are taken from `advanced_parameters.hqq_params` when given
+    (`nncf_hqq.AdvancedCompressionParameters`). With `hqq` false or None this is exactly `nncf.compress_weights`.
+
+    :param hqq: Whether to compute quantization parameters with HQQ. Only OpenVINO models are supported.
+    :return: The model with compressed weights (the input `ov.Model` object, transformed in place, as in NNCF).
+    """
+    nncf_kwargs = dict(
+        mode=mode,
+        ratio=ratio,
+        group_size=group_size,
+        ignored_scope=ignored_scope,
+        all_layers=all_layers,
+        dataset=dataset,
+        sensitivity_metric=sensitivity_metric,
+        subset_size=subset_size,
+        awq=awq,
+        scale_estimation=scale_estimation,
+        gptq=gptq,
+        lora_correction=lora_correction,
+        backup_mode=backup_mode,
+        compression_format=compression_format,
+        advanced_parameters=advanced_parameters,
+    )
+    if not hqq:
+        return nncf.compress_weights(model, **nncf_kwargs)
+
+    hqq_params = getattr(advanced_parameters, "hqq_params", None) or AdvancedHQQParameters()
+    _check_hqq_arguments(model, mode, gptq, hqq_params)
+    algorithm = HQQ(hqq_params)
+    rt_info = {"enabled": True, **{k: _rt_value(v) for k, v in dataclasses.asdict(hqq_params).items()}}
+    weight_compression_cls = weight_compression_class(algorithm.apply, _check_weight_is_finite, "hqq", rt_info)
+    with openvino_weight_compression_class(weight_compression_cls):
+        return nncf.compress_weights(model, **nncf_kwargs)
+
+
+def _check_hqq_arguments(model, mode: CompressWeightsMode, gptq: bool | None, params: AdvancedHQQParameters) -> None:
+    if get_backend(model) != BackendType.OPENVINO:
+        msg = f"HQQ supports OpenVINO models (openvino.Model) only, got {type(model).__name__}."
+        raise nncf.UnsupportedBackendError(msg)
+    if mode not in SUPPORTED_MODES:
+        msg = f"HQQ supports the modes {[m.value for m in SUPPORTED_MODES]}, got {mode.value}. Change mode or hqq."
+        raise nncf.ValidationError(msg)
+    if gptq:
+        msg = "HQQ and GPTQ both compute the quantization parameters: set one of hqq and gptq, not both."
+        raise nncf.ValidationError(msg)
+    params.validate()
+
+
+def _check_weight_is_finite(weight_name: str, weight: Tensor) -> None:
+    weight = weight.as_numpy_tensor()
+    if not fns.all(fns.abs(weight) <= fns.finfo(weight).max):
+        msg = f"Weight {weight_name} contains NaN or infinite values; fix the model before compressing it."
+        raise nncf.ValidationError(msg)
+
+
+def _rt_value(value):
+    return value.value if hasattr(value, "value") else value
+

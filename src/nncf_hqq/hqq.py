@@ -1,0 +1,253 @@
+"""HQQ: Half-Quadratic Quantization (Badri & Shaji, 2023) for NNCF's integer weight compression."""
+
+from typing import TypeVar
+
+import nncf
+from nncf.tensor import Tensor
+from nncf.tensor import TensorDataType
+from nncf.tensor import functions as fns
+
+from nncf_hqq._nncf import CompressedWeight
+from nncf_hqq._nncf import CompressWeightsMode
+from nncf_hqq._nncf import NNCFGraph
+from nncf_hqq._nncf import WeightCompressionConfig
+from nncf_hqq._nncf import WeightCompressionParameters
+from nncf_hqq._nncf import calculate_integer_quantization_params
+from nncf_hqq._nncf import reshape_weight_for_grouped_quantization
+from nncf_hqq._nncf import track
+from nncf_hqq.parameters import AdvancedHQQParameters
+from nncf_hqq.parameters import HQQZeroPointStorage
+
+TModel = TypeVar("TModel")
+
+SUPPORTED_MODES = (
+    CompressWeightsMode.INT4_ASYM,
+    CompressWeightsMode.INT4_SYM,
+    CompressWeightsMode.INT8_ASYM,
+    CompressWeightsMode.INT8_SYM,
+)
+
+
+class HQQ:
+    """
+    Data-free HQQ weight compression: per group of weights, finds the scale and zero point that minimise the
+    lp-norm (p <= 1) of the weight reconstruction error with a half-quadratic proximal solver, starting from
+    NNCF's round-to-nearest (RTN) parameters and never ending worse than them in that objective.
+    """
+
+    def __init__(self, params: AdvancedHQQParameters | None = None):
+        """
+        :param params: Parameters of the solver; defaults of `AdvancedHQQParameters` when None.
+        """
+        self._params = params if params is not None else AdvancedHQQParameters()
+        self._params.validate()
+
+    @property
+    def params(self) -> AdvancedHQQParameters:
+        return self._params
+
+    @staticmethod
+    def is_applicable(wp: WeightCompressionParameters) -> bool:
+        """Whether HQQ handles the weight: it is compressed to one of `SUPPORTED_MODES`."""
+        return wp.compression_config is not None and wp.compression_config.mode in SUPPORTED_MODES
+
+    def apply(
+        self,
+        model: TModel,
+        graph: NNCFGraph,
+        all_weight_params: list[WeightCompressionParameters],
+        backend_entity,
+        precomputed_compressed_weights: dict[str, CompressedWeight] | None = None,
+    ) -> dict[str, CompressedWeight]:
+        """
+        Computes HQQ scales and zero points for every applicable weight of the model.
+
+        :param model: The model, after any algorithm that changes weights (AWQ) has run.
+        :param graph: The model's NNCFGraph.
+        :param all_weight_params: The weights to compress and their compression configs.
+        :param backend_entity: NNCF weight-compression backend used to read the weights.
+        :param precomputed_compressed_weights: Parameters from an earlier algorithm (scale estimation); HQQ
+            starts from them instead of RTN for those weights and keeps them where it cannot improve on them.
+        :return: Precomputed parameters for NNCF's compression step: the given ones, with HQQ's replacing them
+            for the weights HQQ handles.
+        """
+        result = dict(precomputed_compressed_weights or {})
+        weight_params = [wp for wp in all_weight_params if self.is_applicable(wp)]
+        sizes = [wp.num_weights for wp in weight_params]
+        for wp in track(weight_params, description="Applying HQQ", weights=sizes):
+            weight = backend_entity.get_weight(wp.node_with_weight, wp.weight_port_id, model, graph)
+            initial = result.get(wp.weight_name)
+            scale, zero_point = self.calculate_quantization_params(
+                weight,
+                wp.reduction_axes,
+                wp.compression_config,
+                self._params,
+                initial_scale=None if initial is None else initial.scale,
+                initial_zero_point=None if initial is None else initial.zero_point,
+            )
+            result[wp.weight_name] = CompressedWeight(None, scale, zero_point)
+        return result
+
+    @staticmethod
+    def calculate_quantization_params(
+        weight: Tensor,
+        reduction_axes: tuple[int, ...],
+        config: WeightCompressionConfig,
+        params: AdvancedHQQParameters | None = None,
+        initial_scale: Tensor | None = None,
+        initial_zero_point: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """
+        Scale and zero point of one weight, in NNCF's layout (that of `calculate_integer_quantization_params` on
+        the weight grouped by `reshape_weight_for_grouped_quantization`).
+
+        :param weight: The weight tensor, as stored in the model.
+        :param reduction_axes: Axes along which the weight's rows share quantization parameters.
+        :param config: Compression config of the weight (mode, group size).
+        :param params: Solver parameters.
+        :param initial_scale: Starting scale (e.g. from scale estimation); RTN's when None.
+        :param initial_zero_point: Starting zero point, with `initial_scale`.
+        :return: The scale (float32) and the zero point: int32 on the integer grid, float32 for the FLOAT16
+            zero point storage, None for symmetric modes.
+        """
+        params = params if params is not None else AdvancedHQQParameters()
+        if config.mode not in SUPPORTED_MODES:
+            msg = f"HQQ supports {[m.value for m in SUPPORTED_MODES]} modes, got {config.mode.value}."
+            raise nncf.ValidationError(msg)
+        weight = weight.as_numpy_tensor().astype(TensorDataType.float32)
+        if config.group_size != -1:
+            weight, axis = reshape_weight_for_grouped_quantization(weight, reduction_axes, config.group_size)
+            reduction_axes = (axis,)
+        if initial_scale is None:
+            initial_scale, initial_zero_point = calculate_integer_quantization_params(weight, reduction_axes, config)
+        elif config.is_asym_mode and initial_zero_point is None:
+            msg = "An initial zero point is required with an initial scale in asymmetric modes."
+            raise nncf.ValidationError(msg)
+
+        rows = _RowsAlongLastAxis(weight.shape, reduction_axes)
+        scale = rows.to_rows(initial_scale.astype(TensorDataType.float32))
+        zero_point = None
+        if config.is_asym_mode:
+            zero_point = rows.to_rows(initial_zero_point.astype(TensorDataType.float32))
+        integer_zero_point = params.zero_point_storage == HQQZeroPointStorage.INTEGER
+        scale, zero_point = solve(
+            rows.to_rows(weight),
+            scale,
+            zero_point,
+            num_bits=config.num_bits,
+            params=params,
+            integer_zero_point=integer_zero_point,
+        )
+
+        scale = rows.from_rows(scale)
+        if zero_point is not None:
+            zero_point = rows.from_rows(zero_point.astype(TensorDataType.int32) if integer_zero_point else zero_point)
+        return scale, zero_point
+
+
+def solve(
+    weight: Tensor,
+    scale: Tensor,
+    zero_point: Tensor | None,
+    num_bits: int,
+    params: AdvancedHQQParameters,
+    integer_zero_point: bool = True,
+) -> tuple[Tensor, Tensor | None]:
+    """
+    The half-quadratic proximal solver over groups of weights along the last axis.
+
+    With u = W / s (weights in quantisation steps) and Q(s, z) = clip(round(u + z), q_min, q_max), the solver
+    minimises the lp error  phi(s, z) = sum |W - s (Q - z)|^p  (0 < p <= 1) by splitting off the error
+    E ~ u - (Q - z) and alternating, with beta annealed by kappa each iteration:
+
+        E  <- shrink_p(u - (Q - z), beta),  shrink_p(x) = sign(x) max(|x| - |x|^(p-1) / beta, 0)
+        z  <- mean(Q - (u - E))                                  asymmetric modes
+        z  <- clip(round(z)), s <- s <(u - E), Q - z> / |Q - z|^2   integer zero point: z stays on the grid
+                                                                   and the scale absorbs the rest (least squares)
+        s  <- s <u - E, Q> / |Q|^2                                symmetric modes (no zero point)
+
+    Per group, the result is the iterate with the lowest phi, starting from the given (s, z): never worse than
+    the start, and never worse with more iterations. It stops early once no group improves.
+
+    :param weight: float32 weights, [..., group].
+    :param scale: Initial scale, [..., 1].
+    :param zero_point: Initial zero point, [..., 1]; None for symmetric quantisation.
+    :param num_bits: Bit width of the integer grid.
+    :param params: Solver parameters.
+    :param integer_zero_point: Keep the zero point on the integer grid (asymmetric modes); otherwise it takes
+        f16 values (the precision it is stored in).
+    :return: Best scale and zero point, [..., 1].
+    """
+    if zero_point is None:
+        q_min, q_max = -(2 ** (num_bits - 1)), 2 ** (num_bits - 1) - 1
+    else:
+        q_min, q_max = 0, 2**num_bits - 1
+    p, beta = params.lp_norm, params.beta
+    best_scale, best_zero_point, best_error = scale, zero_point, None
+
+    for iteration in range(params.num_iterations + 1):
+        u = weight / scale
+        shifted = u if zero_point is None else u + zero_point
+        q = fns.clip(fns.round(shifted), q_min, q_max)
+        residual = shifted - q  # u - (Q - z), in quantisation steps
+        abs_residual = fns.abs(residual)
+        abs_residual_p = abs_residual if p == 1.0 else abs_residual**p
+        error = fns.sum(abs_residual_p, axis=-1, keepdims=True) * fns.abs(scale) ** p
+
+        if best_error is None:
+            best_error = error
+        else:
+            improved = error < best_error
+            if not fns.any(improved):
+                break
+            best_error = fns.where(improved, error, best_error)
+            best_scale = fns.where(improved, scale, best_scale)
+            if zero_point is not None:
+                best_zero_point = fns.where(improved, zero_point, best_zero_point)
+        if iteration == params.num_iterations:
+            break
+
+        # shrink_p(residual) with |x|^(p-1) = |x|^p / |x|, safe at x = 0
+        threshold = abs_residual_p / (fns.maximum(abs_residual, 1e-30) * beta)
+        shrunk = fns.sign(residual) * fns.maximum(abs_residual - threshold, 0.0)
+        target = u - shrunk  # what (Q - z) should approximate, in quantisation steps
+        if zero_point is None:
+            scale = scale * _least_squares_ratio(target, q)
+        else:
+            zero_point = fns.mean(q - target, axis=-1, keepdims=True)
+            if not integer_zero_point:  # stored as f16: search among the values the model can hold
+                zero_point = zero_point.astype(TensorDataType.float16).astype(TensorDataType.float32)
+            else:
+                zero_point = fns.clip(fns.round(zero_point), q_min, q_max)
+                scale = scale * _least_squares_ratio(target, q - zero_point)
+        beta *= params.kappa
+
+    return best_scale, best_zero_point
+
+
+def _least_squares_ratio(target: Tensor, levels: Tensor) -> Tensor:
+    """argmin_r |target - r levels|^2 per group, or 1 where it is undefined or not positive."""
+    numerator = fns.sum(target * levels, axis=-1, keepdims=True)
+    denominator = fns.sum(levels * levels, axis=-1, keepdims=True)
+    ratio = numerator / fns.maximum(denominator, 1e-30)
+    return fns.where((denominator > 0) & (ratio > 0), ratio, 1.0)
+
+
+class _RowsAlongLastAxis:
+    """Moves the reduction axes of a tensor to one last axis and back (for tensors reduced with keepdims)."""
+
+    def __init__(self, shape: tuple[int, ...], reduction_axes: tuple[int, ...]):
+        ndim = len(shape)
+        self._axes = tuple(sorted(a % ndim for a in reduction_axes))
+        kept = [a for a in range(ndim) if a not in self._axes]
+        self._permutation = tuple(kept + list(self._axes))
+        self._kept_shape = tuple(shape[a] for a in kept)
+        self._inverse = tuple(self._permutation.index(a) for a in range(ndim))
+
+    def to_rows(self, x: Tensor) -> Tensor:
+        x = fns.transpose(x, self._permutation)
+        return x.reshape(self._kept_shape + (-1,))
+
+    def from_rows(self, x: Tensor) -> Tensor:
+        x = x.reshape(self._kept_shape + (1,) * len(self._axes))
+        return fns.transpose(x, self._inverse)

@@ -1,0 +1,81 @@
+"""User-facing parameters of HQQ weight compression."""
+
+from dataclasses import dataclass
+from dataclasses import field
+from enum import Enum
+
+import nncf
+from nncf.quantization.advanced_parameters import AdvancedCompressionParameters as NNCFAdvancedCompressionParameters
+
+
+class HQQZeroPointStorage(Enum):
+    """
+    How an asymmetric zero point is stored in the compressed model.
+
+    :param INTEGER: uint4/uint8 zero point, NNCF's standard format; the solver keeps the zero point on the
+        integer grid and refits the scale, so the model runs with the same kernels as an RTN model.
+    :param FLOAT16: the solver's float zero point as an f16 constant; more accurate, but OpenVINO's CPU plugin
+        then disables dynamic activation quantization for the MatMul (slower inference).
+    """
+
+    INTEGER = "int"
+    FLOAT16 = "float16"
+
+
+@dataclass
+class AdvancedHQQParameters:
+    """
+    Parameters of the HQQ half-quadratic proximal solver.
+
+    :param num_iterations: Maximum number of proximal iterations per weight.
+    :param lp_norm: The p of the lp error norm the solver minimises, in (0, 1]; p < 1 makes it robust to outliers.
+    :param beta: Initial penalty weight of the half-quadratic split.
+    :param kappa: Growth factor of beta per iteration (beta is annealed towards the hard constraint).
+    :param zero_point_storage: Storage of asymmetric zero points, see `HQQZeroPointStorage`.
+    """
+
+    num_iterations: int = 20
+    lp_norm: float = 0.7
+    beta: float = 10.0
+    kappa: float = 1.01
+    zero_point_storage: HQQZeroPointStorage = HQQZeroPointStorage.INTEGER
+
+    def validate(self) -> None:
+        """Raises nncf.ValidationError naming the first invalid field and what to change."""
+        if not isinstance(self.num_iterations, int) or isinstance(self.num_iterations, bool) or self.num_iterations < 1:
+            msg = f"AdvancedHQQParameters.num_iterations must be a positive integer, got {self.num_iterations!r}."
+            raise nncf.ValidationError(msg)
+        if not 0.0 < self.lp_norm <= 1.0:
+            msg = f"AdvancedHQQParameters.lp_norm must be in (0, 1], got {self.lp_norm!r}."
+            raise nncf.ValidationError(msg)
+        if not self.beta > 0.0:
+            msg = f"AdvancedHQQParameters.beta must be positive, got {self.beta!r}."
+            raise nncf.ValidationError(msg)
+        if not self.kappa > 0.0:
+            msg = f"AdvancedHQQParameters.kappa must be positive, got {self.kappa!r}."
+            raise nncf.ValidationError(msg)
+        if not isinstance(self.zero_point_storage, HQQZeroPointStorage):
+            choices = [s.value for s in HQQZeroPointStorage]
+            msg = (
+                f"AdvancedHQQParameters.zero_point_storage must be one of {choices}, got {self.zero_point_storage!r}."
+            )
+            raise nncf.ValidationError(msg)
+
+    def __post_init__(self) -> None:
+        # Accept the string values ("int", "float16") as well as the enum members.
+        if isinstance(self.zero_point_storage, str):
+            try:
+                self.zero_point_storage = HQQZeroPointStorage(self.zero_point_storage)
+            except ValueError:
+                pass  # reported by validate()
+
+
+@dataclass
+class AdvancedCompressionParameters(NNCFAdvancedCompressionParameters):
+    """
+    NNCF's advanced compression parameters with the HQQ solver's parameters added.
+
+    :param hqq_params: Advanced parameters for the HQQ algorithm.
+    """
+
+    hqq_params: AdvancedHQQParameters = field(default_factory=AdvancedHQQParameters)

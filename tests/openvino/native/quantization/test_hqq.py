@@ -1,0 +1,223 @@
+"""HQQ inside NNCF's weight compression of OpenVINO models: accuracy, storage format, chaining, errors."""
+
+import numpy as np
+import openvino as ov
+import pytest
+
+import nncf
+from nncf import CompressWeightsMode
+from nncf.tensor import Tensor
+from nncf_hqq import HQQ
+from nncf_hqq import AdvancedCompressionParameters
+from nncf_hqq import AdvancedHQQParameters
+from nncf_hqq import HQQZeroPointStorage
+from nncf_hqq import compress_weights
+from nncf_hqq.hqq import solve
+from tests.openvino.native.models import bert_mlp_weights
+from tests.openvino.native.models import bert_weights
+from tests.openvino.native.models import constant_types
+from tests.openvino.native.models import constants
+from tests.openvino.native.models import heavy_tailed_weight
+from tests.openvino.native.models import linear_model
+from tests.openvino.native.models import mlp_model
+from tests.openvino.native.models import relative_error
+
+INT4_ASYM = CompressWeightsMode.INT4_ASYM
+F16_ZERO_POINT = AdvancedCompressionParameters(
+    hqq_params=AdvancedHQQParameters(zero_point_storage=HQQZeroPointStorage.FLOAT16)
+)
+
+
+def _bert_subset(n: int = 8) -> dict[str, np.ndarray]:
+    weights = bert_weights()
+    names = sorted(weights)[:: max(1, len(weights) // n)][:n]
+    return {name.replace(".", "_"): weights[name] for name in names}
+
+
+def _compress(weights, dtype=ov.Type.f32, **kwargs) -> ov.Model:
+    kwargs.setdefault("mode", INT4_ASYM)
+    kwargs.setdefault("group_size", 64)
+    kwargs.setdefault("all_layers", True)
+    return compress_weights(linear_model(weights, dtype), **kwargs)
+
+
+def _lp_objective(weight, scale, zero_point, num_bits=4, p=0.7):
+    """Per-group sum |W - s (Q - z)|^p of grouped weights [..., g] (the solver's objective), in float64."""
+    weight, scale = weight.astype(np.float64), scale.astype(np.float64)
+    if zero_point is None:
+        q = np.clip(np.round(weight / scale), -(2 ** (num_bits - 1)), 2 ** (num_bits - 1) - 1)
+        return (np.abs(weight - scale * q) ** p).sum(-1)
+    q = np.clip(np.round(weight / scale + zero_point), 0, 2**num_bits - 1)
+    return (np.abs(weight - scale * (q - zero_point)) ** p).sum(-1)
+
+
+def _assert_same_constants(first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> None:
+    """Same constant values in the same order (auto-generated names differ between models)."""
+    assert len(first) == len(second)
+    for a, b in zip(first.values(), second.values()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("group_size", [64, 128])
+@pytest.mark.parametrize("advanced_parameters", [None, F16_ZERO_POINT], ids=["u4_zero_point", "f16_zero_point"])
+def test_hqq_has_lower_reconstruction_error_than_rtn_on_real_bert_weights(group_size, advanced_parameters):
+    weights = _bert_subset()
+    rtn = relative_error(_compress(weights, group_size=group_size), weights)
+    hqq = relative_error(
+        _compress(weights, group_size=group_size, hqq=True, advanced_parameters=advanced_parameters), weights
+    )
+    assert hqq < rtn * 0.99, (hqq, rtn)
+
+
+@pytest.mark.parametrize("advanced_parameters", [None, F16_ZERO_POINT], ids=["u4_zero_point", "f16_zero_point"])
+def test_hqq_has_lower_reconstruction_error_than_rtn_on_heavy_tailed_weights(advanced_parameters):
+    weights = {f"w{i}": heavy_tailed_weight((256, 512), seed=i) for i in range(3)}
+    rtn = relative_error(_compress(weights), weights)
+    hqq = relative_error(_compress(weights, hqq=True, advanced_parameters=advanced_parameters), weights)
+    assert hqq < rtn * 0.99, (hqq, rtn)
+
+
+def test_zero_points_are_u4_integers_in_range_by_default():
+    model = _compress({"w": heavy_tailed_weight((64, 256))}, hqq=True)
+    types, values = constant_types(model), constants(model)
+    assert types["w"] == ov.Type.u4
+    assert types["w/zero_point"] == ov.Type.u4
+    zero_point = values["w/zero_point"]
+    assert zero_point.shape == (64, 4, 1)
+    assert zero_point.min() >= 0 and zero_point.max() <= 15
+    # not RTN's parameters
+    rtn_scale = constants(_compress({"w": heavy_tailed_weight((64, 256))}))["w/scale"]
+    assert np.mean(values["w/scale"] != rtn_scale) > 0.5
+
+
+def test_float16_zero_point_storage_keeps_fractional_zero_points():
+    model = _compress({"w": heavy_tailed_weight((64, 256))}, hqq=True, advanced_parameters=F16_ZERO_POINT)
+    assert constant_types(model)["w/zero_point"] == ov.Type.f16
+    zero_point = constants(model)["w/zero_point"]
+    assert np.any(zero_point != np.round(zero_point))
+
+
+@pytest.mark.parametrize(
+    ("mode", "group_size", "weight_type"),
+    [(CompressWeightsMode.INT4_SYM, 64, ov.Type.i4), (CompressWeightsMode.INT8_SYM, -1, ov.Type.i8)],
+)
+def test_symmetric_modes_have_no_zero_point_and_beat_rtn(mode, group_size, weight_type):
+    weights = {"w": heavy_tailed_weight((128, 256))}
+    all_layers = True if group_size != -1 else None  # NNCF rejects all_layers in INT8 modes
+    model = _compress(weights, mode=mode, group_size=group_size, all_layers=all_layers, hqq=True)
+    types = constant_types(model)
+    assert types["w"] == weight_type
+    assert "w/zero_point" not in types
+    rtn = relative_error(_compress(weights, mode=mode, group_size=group_size, all_layers=all_layers), weights)
+    assert relative_error(model, weights) < rtn
+
+
+def test_int8_asym_is_per_channel_with_u8_zero_point():
+    weights = {"w": heavy_tailed_weight((128, 256))}
+    model = _compress(weights, mode=CompressWeightsMode.INT8_ASYM, group_size=None, all_layers=None, hqq=True)
+    types, values = constant_types(model), constants(model)
+    assert types["w"] == ov.Type.u8 and types["w/zero_point"] == ov.Type.u8
+    assert values["w/scale"].shape == (128, 1)
+    rtn = relative_error(
+        _compress(weights, mode=CompressWeightsMode.INT8_ASYM, group_size=None, all_layers=None), weights
+    )
+    assert relative_error(model, weights) <= rtn
+
+
+@pytest.mark.parametrize("zero_point_storage", list(HQQZeroPointStorage))
+@pytest.mark.parametrize("mode", [INT4_ASYM, CompressWeightsMode.INT4_SYM])
+def test_more_iterations_never_increase_the_objective(zero_point_storage, mode):
+    up, _, _ = bert_mlp_weights()
+    config = nncf.quantization.algorithms.weight_compression.config.WeightCompressionConfig(mode=mode, group_size=64)
+    grouped = up.reshape(up.shape[0], -1, 64)
+    objectives = []
+    for iterations in [1, 2, 5, 10, 20, 40]:
+        params = AdvancedHQQParameters(num_iterations=iterations, zero_point_storage=zero_point_storage)
+        scale, zero_point = HQQ.calculate_quantization_params(Tensor(up), (1,), config, params)
+        zero_point = None if zero_point is None else zero_point.data
+        objectives.append(_lp_objective(grouped, scale.data, zero_point).sum())
+    assert all(b <= a for a, b in zip(objectives, objectives[1:])), objectives
+    assert objectives[-1] < objectives[0]
+
+
+@pytest.mark.parametrize("zero_point_storage", list(HQQZeroPointStorage))
+def test_every_group_is_at_least_as_good_as_rtn_in_the_objective(zero_point_storage):
+    weight = heavy_tailed_weight((256, 512), seed=3)
+    config = nncf.quantization.algorithms.weight_compression.config.WeightCompressionConfig(
+        mode=INT4_ASYM, group_size=64
+    )
+    grouped = weight.reshape(256, -1, 64)
+    rtn_scale, rtn_zero_point = (
+        nncf.quantization.algorithms.weight_compression.weight_lowering.calculate_integer_quantization_params(
+            Tensor(grouped), (2,), config
+        )
+    )
+    params = AdvancedHQQParameters(zero_point_storage=zero_point_storage)
+    scale, zero_point = HQQ.calculate_quantization_params(Tensor(weight), (1,), config, params)
+    rtn = _lp_objective(grouped, rtn_scale.data, rtn_zero_point.data)
+    hqq = _lp_objective(grouped, scale.data, zero_point.data)
+    assert np.all(hqq <= rtn * (1 + 1e-6))
+    assert np.mean(hqq < rtn) > 0.5  # and strictly better in most groups
+
+
+@pytest.mark.parametrize("advanced_parameters", [None, F16_ZERO_POINT], ids=["u4_zero_point", "f16_zero_point"])
+def test_compiled_model_matches_numpy_dequantized_reference(advanced_parameters):
+    weight = heavy_tailed_weight((96, 128), seed=5)
+    model = _compress({"w": weight}, hqq=True, advanced_parameters=advanced_parameters)
+    values = constants(model)
+    q, zero_point = values["w"].astype(np.float32), values["w/zero_point"].astype(np.float32)
+    scale = values["w/scale"].astype(np.float16).astype(np.float32)
+    dequantized = (scale * (q - zero_point)).reshape(96, 128)
+    # the stored codes are those of the weight quantised with the stored parameters
+    expected_q = np.clip(np.round(weight.reshape(96, 2, 64) / values["w/scale"] + zero_point), 0, 15)
+    assert np.mean(expected_q == q) > 0.999
+    x = np.random.default_rng(0).standard_normal((1, 4, 128)).astype(np.float32)
+    config = {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
+    compiled = ov.Core().compile_model(model, "CPU", config)
+    np.testing.assert_allclose(compiled([x])[0], x @ dequantized.T, rtol=1e-3, atol=1e-3)
+
+
+def test_hqq_is_deterministic():
+    weights = {"w": heavy_tailed_weight((128, 256))}
+    first = constants(_compress(weights, hqq=True))
+    second = constants(_compress(weights, hqq=True))
+    _assert_same_constants(first, second)
+
+
+def test_without_hqq_the_result_is_exactly_nncf():
+    weights = _bert_subset(3)
+    ours = constants(compress_weights(linear_model(weights), mode=INT4_ASYM, group_size=64, hqq=False))
+    nncf_model = nncf.compress_weights(linear_model(weights), mode=INT4_ASYM, group_size=64)
+    _assert_same_constants(ours, constants(nncf_model))
+
+
+def test_rt_info_records_hqq_and_survives_save(tmp_path):
+    model = _compress({"w": heavy_tailed_weight((64, 128))}, hqq=True, advanced_parameters=F16_ZERO_POINT)
+    ov.save_model(model, tmp_path / "model.xml")
+    loaded = ov.Core().read_model(tmp_path / "model.xml")
+    info = lambda *key: loaded.get_rt_info(["nncf", "weight_compression", "hqq", *key]).astype(str)  # noqa: E731
+    assert info("enabled") == "True"
+    assert info("num_iterations") == "20"
+    assert info("lp_norm") == "0.7"
+    assert info("zero_point_storage") == "float16"
+
+
+def test_public_exports():
+    import nncf_hqq
+
+    assert set(nncf_hqq.__all__) >= {
+        "compress_weights",
+        "AdvancedCompressionParameters",
+        "AdvancedHQQParameters",
+        "HQQ",
+        "HQQZeroPointStorage",
+    }
+    assert issubclass(nncf_hqq.AdvancedCompressionParameters, nncf.AdvancedCompressionParameters)
+
+
+def test_solver_keeps_integer_zero_points_on_the_grid():
+    weight = Tensor(heavy_tailed_weight((32, 4, 64)))
+    scale = Tensor(np.full((32, 4, 1), 0.02, np.float32))
+    zero_point = Tensor(np.full((32, 4, 1), 8.0, np.float32))
+    _, best_zero_point = solve(weight, scale, zero_point, 4, AdvancedHQQParameters(), integer_zero_point=True)
+    assert np.all(best_zero_point.data == np.round(best_zero_point.data))
