@@ -174,3 +174,18 @@ def openvino_weight_compression_class(cls: type[WeightCompression]) -> Iterator[
             yield
         finally:
             ov_quantize_model.WeightCompression = original
+
+
+@contextmanager
+def nncf_rt_info_restored_on_error(model: ov.Model) -> Iterator[None]:
+    """
+    On an exception, removes the `nncf` rt_info section NNCF's OpenVINO entry point adds to the model before any
+    algorithm runs (`nncf/friendly_names_were_updated`), if the model had no such section before.
+    """
+    had_nncf_rt_info = model.has_rt_info(["nncf"])
+    try:
+        yield
+    except BaseException:
+        if not had_nncf_rt_info and model.has_rt_info(["nncf"]):
+            del model.get_rt_info()["nncf"]
+        raise

@@ -16,6 +16,7 @@ from nncf.quantization.advanced_parameters import AdvancedCompressionParameters 
 from nncf.tensor import Tensor
 from nncf.tensor import functions as fns
 
+from nncf_hqq._nncf import nncf_rt_info_restored_on_error
 from nncf_hqq._nncf import openvino_weight_compression_class
 from nncf_hqq._nncf import weight_compression_class
 from nncf_hqq.hqq import HQQ
@@ -83,7 +84,7 @@ def compress_weights(
     algorithm = HQQ(hqq_params)
     rt_info = {"enabled": True, **{k: _rt_value(v) for k, v in dataclasses.asdict(hqq_params).items()}}
     weight_compression_cls = weight_compression_class(algorithm.apply, _check_weight_is_finite, "hqq", rt_info)
-    with openvino_weight_compression_class(weight_compression_cls):
+    with nncf_rt_info_restored_on_error(model), openvino_weight_compression_class(weight_compression_cls):
         return nncf.compress_weights(model, **nncf_kwargs)
 
 

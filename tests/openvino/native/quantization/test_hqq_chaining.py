@@ -1,0 +1,101 @@
+"""HQQ combined with NNCF's other weight-compression options: AWQ, scale estimation, LoRA correction, ratio."""
+
+import numpy as np
+import openvino as ov
+import pytest
+
+import nncf
+from nncf import CompressWeightsMode
+from nncf_hqq import compress_weights
+from tests.openvino.native.models import bert_mlp_weights
+from tests.openvino.native.models import constant_types
+from tests.openvino.native.models import constants
+from tests.openvino.native.models import decompressed_weight
+from tests.openvino.native.models import mlp_model
+
+INT4_ASYM = CompressWeightsMode.INT4_ASYM
+
+
+def _dataset(n: int = 4, hidden: int = 384) -> nncf.Dataset:
+    rng = np.random.default_rng(0)
+    return nncf.Dataset([rng.standard_normal((1, 4, hidden)).astype(np.float32) for _ in range(n)])
+
+
+def _output(model: ov.Model, x: np.ndarray) -> np.ndarray:
+    config = {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
+    return ov.Core().compile_model(model, "CPU", config)([x])[0]
+
+
+def _mlp(**kwargs) -> ov.Model:
+    return compress_weights(mlp_model(*bert_mlp_weights()), mode=INT4_ASYM, group_size=64, **kwargs)
+
+
+def test_data_free_awq_runs_before_hqq_and_hqq_sees_scaled_weights():
+    up, gate, down = bert_mlp_weights()
+    hqq = _mlp(all_layers=True, hqq=True)
+    awq_rtn, awq_hqq = _mlp(all_layers=True, awq=True), _mlp(all_layers=True, awq=True, hqq=True)
+    # AWQ changed the weights (it scales the input channels of `down`, the inverse merged into `up`) before HQQ
+    assert not np.array_equal(constants(hqq)["down/scale"], constants(awq_hqq)["down/scale"])
+    # HQQ's parameters differ from RTN's on the same AWQ-scaled weights, and the model still computes the MLP
+    assert not np.array_equal(constants(awq_rtn)["down/scale"], constants(awq_hqq)["down/scale"])
+    x = next(iter(_dataset(1).get_data()))
+    reference = _output(mlp_model(up, gate, down), x)
+    assert np.linalg.norm(_output(awq_hqq, x) - reference) / np.linalg.norm(reference) < 0.2
+    assert awq_hqq.get_rt_info(["nncf", "weight_compression", "awq"]).astype(str) == "True"
+    assert awq_hqq.get_rt_info(["nncf", "weight_compression", "hqq", "enabled"]).astype(str) == "True"
+
+
+def test_data_aware_awq_with_hqq_compiles_and_tracks_the_float_model():
+    x = _dataset(1).get_data()
+    reference = _output(mlp_model(*bert_mlp_weights()), next(iter(x)))
+    model = _mlp(awq=True, dataset=_dataset(), hqq=True)
+    got = _output(model, next(iter(x)))
+    assert np.linalg.norm(got - reference) / np.linalg.norm(reference) < 0.2
+
+
+def test_hqq_refines_scale_estimation_and_keeps_its_output_error():
+    """HQQ starts from scale estimation's scales; the layer output error stays within 5% of SE alone."""
+    up, gate, down = bert_mlp_weights()
+    data = _dataset(8)
+    x = np.concatenate(list(data.get_data()), axis=1)[0]  # [tokens, hidden]
+    se = _mlp(scale_estimation=True, dataset=data)
+    se_hqq = _mlp(scale_estimation=True, dataset=data, hqq=True)
+    assert not np.array_equal(constants(se)["up/scale"], constants(se_hqq)["up/scale"])
+    out_error = lambda model: np.linalg.norm(x @ (decompressed_weight(model, "up_matmul") - up).T)  # noqa: E731
+    assert out_error(se_hqq) < 1.05 * out_error(se)
+
+
+def test_lora_correction_keeps_working_with_hqq():
+    model = _mlp(lora_correction=True, dataset=_dataset(), hqq=True)
+    matmul_names = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"]
+    assert len(matmul_names) > 3, "no LoRA adapters were inserted"
+    x = next(iter(_dataset(1).get_data()))
+    assert np.all(np.isfinite(_output(model, x)))
+
+
+def test_ratio_and_backup_mode_give_int8_backup_layers_hqq_parameters():
+    model = _mlp(ratio=0.7, hqq=True)
+    types = constant_types(model)
+    weight_types = [types[name] for name in ("up", "gate", "down")]
+    assert ov.Type.u8 in weight_types and ov.Type.u4 in weight_types
+
+
+@pytest.mark.parametrize("backup_mode", [nncf.BackupMode.NONE, nncf.BackupMode.INT8_SYM])
+def test_backup_modes_work_with_hqq(backup_mode):
+    model = _mlp(ratio=0.5, backup_mode=backup_mode, hqq=True)
+    x = next(iter(_dataset(1).get_data()))
+    assert np.all(np.isfinite(_output(model, x)))
+
+
+def test_ignored_scope_is_respected():
+    model = _mlp(ignored_scope=nncf.IgnoredScope(names=["down_matmul"]), hqq=True)
+    types = constant_types(model)
+    assert types["down"] == ov.Type.f32
+    assert types["up"] == ov.Type.u4
+
+
+def test_data_aware_mixed_precision_with_sensitivity_metric():
+    model = _mlp(
+        ratio=0.7, dataset=_dataset(), sensitivity_metric=nncf.SensitivityMetric.MEAN_ACTIVATION_MAGNITUDE, hqq=True
+    )
+    assert ov.Type.u4 in [constant_types(model)[name] for name in ("up", "gate", "down")]
