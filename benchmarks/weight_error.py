@@ -18,18 +18,21 @@ import openvino as ov
 from openvino import opset13 as opset
 
 import nncf
+from nncf.quantization.advanced_parameters import GroupSizeFallbackMode
 from benchmarks import weights as weight_sources
 from nncf_hqq import AdvancedCompressionParameters
 from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import compress_weights
 
+# Group sizes that do not divide a layer's channels (SmolLM2's 576 with 128) fall back to a smaller group size
+# (NNCF's ADJUST mode), the same for every method.
 METHODS = {
-    "rtn": {},
-    "hqq-u4": {"hqq": True},
+    "rtn": {"hqq": False, "advanced_parameters": AdvancedCompressionParameters(group_size_fallback_mode=GroupSizeFallbackMode.ADJUST)},
+    "hqq-u4": {"hqq": True, "advanced_parameters": AdvancedCompressionParameters(group_size_fallback_mode=GroupSizeFallbackMode.ADJUST)},
     "hqq-f16zp": {
         "hqq": True,
         "advanced_parameters": AdvancedCompressionParameters(
-            hqq_params=AdvancedHQQParameters(zero_point_storage="float16")
+            group_size_fallback_mode=GroupSizeFallbackMode.ADJUST, hqq_params=AdvancedHQQParameters(zero_point_storage="float16")
         ),
     },
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv in the repository root and installs nncf-hqq with everything the tests, the CLI and the
-# benchmarks need. torch is pinned to the CPU build first: any other torch spec pulls GBs of CUDA packages.
+# benchmarks need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -8,5 +8,9 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet torch==2.13.0 torchvision==0.28.0
+# torch first, pinned to the CPU build: any other torch spec pulls several GB of CUDA packages.
+.venv/bin/python -m pip install --quiet torch==2.13.0
 .venv/bin/python -m pip install --quiet -e ".[llm,test]"
+# optimum-intel depends on torchvision, whose only 0.28 wheel is a CUDA build; with the CPU torch its
+# operators fail to register and break `import transformers`. Nothing here uses torchvision.
+.venv/bin/python -m pip uninstall --quiet --yes torchvision

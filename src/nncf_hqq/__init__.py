@@ -2,6 +2,10 @@
 
 from nncf_hqq.compress import compress_weights
 from nncf_hqq.hqq import HQQ
+from nncf_hqq.opt_in import disable
+from nncf_hqq.opt_in import enable
+from nncf_hqq.opt_in import hqq_enabled
+from nncf_hqq.opt_in import is_enabled
 from nncf_hqq.parameters import AdvancedCompressionParameters
 from nncf_hqq.parameters import AdvancedHQQParameters
 from nncf_hqq.parameters import HQQZeroPointStorage
@@ -12,4 +16,8 @@ __all__ = [
     "AdvancedHQQParameters",
     "HQQZeroPointStorage",
     "compress_weights",
+    "disable",
+    "enable",
+    "hqq_enabled",
+    "is_enabled",
 ]

@@ -13,6 +13,7 @@ from nncf import SensitivityMetric
 from nncf.common.utils.backend import BackendType
 from nncf.common.utils.backend import get_backend
 from nncf.quantization.advanced_parameters import AdvancedCompressionParameters as NNCFAdvancedCompressionParameters
+from nncf.quantization.quantize_model import compress_weights as nncf_compress_weights
 from nncf.tensor import Tensor
 from nncf.tensor import functions as fns
 
@@ -77,7 +78,7 @@ def compress_weights(
         advanced_parameters=advanced_parameters,
     )
     if not hqq:
-        return nncf.compress_weights(model, **nncf_kwargs)
+        return nncf_compress_weights(model, **nncf_kwargs)
 
     hqq_params = getattr(advanced_parameters, "hqq_params", None) or AdvancedHQQParameters()
     _check_hqq_arguments(model, mode, gptq, hqq_params)
@@ -85,7 +86,7 @@ def compress_weights(
     rt_info = {"enabled": True, **{k: _rt_value(v) for k, v in dataclasses.asdict(hqq_params).items()}}
     weight_compression_cls = weight_compression_class(algorithm.apply, _check_weight_is_finite, "hqq", rt_info)
     with nncf_rt_info_restored_on_error(model), openvino_weight_compression_class(weight_compression_cls):
-        return nncf.compress_weights(model, **nncf_kwargs)
+        return nncf_compress_weights(model, **nncf_kwargs)
 
 
 def _check_hqq_arguments(model, mode: CompressWeightsMode, gptq: bool | None, params: AdvancedHQQParameters) -> None:

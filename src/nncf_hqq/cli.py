@@ -1,0 +1,112 @@
+"""The `nncf-hqq` command: compress an LLM to an HQQ INT4/INT8 OpenVINO model, and try it."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import nncf
+from nncf_hqq.pipeline import CompressionOptions
+from nncf_hqq.pipeline import compress_llm
+
+USER_ERRORS = (
+    nncf.ValidationError,
+    nncf.UnsupportedBackendError,
+    nncf.InvalidGroupSizeError,
+    nncf.ParameterNotSupportedError,
+    nncf.UnsupportedModelError,
+)
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "nncf_hqq"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nncf-hqq", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    compress = commands.add_parser(
+        "compress",
+        help="compress an LLM (OpenVINO IR, Hugging Face directory or GGUF) into an optimum-intel model directory",
+    )
+    compress.add_argument("--src", help="model to compress; default: the bundled SmolLM2-135M-Instruct")
+    compress.add_argument("--dst", required=True, type=Path, help="output directory (created; never half-written)")
+    compress.add_argument("--method", choices=["hqq", "rtn"], default="hqq", help="rtn: NNCF's round-to-nearest")
+    compress.add_argument("--bits", type=int, choices=[4, 8], default=4)
+    compress.add_argument("--group-size", type=int, choices=[32, 64, 128, -1], help="default: 64 (4 bits), -1 (8)")
+    compress.add_argument("--sym", action="store_true", help="symmetric quantization (no zero point)")
+    compress.add_argument("--ratio", type=float, default=1.0, help="share of 4-bit layers (the rest INT8)")
+    compress.add_argument("--awq", action="store_true", help="data-free AWQ before compression")
+    compress.add_argument("--keep-lm-head-fp16", action="store_true", help="leave the output projection uncompressed")
+    compress.add_argument("--zero-point", choices=["int", "float16"], default="int", help="HQQ zero point storage")
+    compress.add_argument("--iterations", type=int, default=20, help="HQQ solver iterations")
+    compress.add_argument("--seed", type=int, default=0)
+    compress.add_argument("--overwrite", action="store_true", help="replace a non-empty --dst")
+    compress.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="cache of full-precision exports")
+
+    generate = commands.add_parser("generate", help="generate text with a model directory")
+    generate.add_argument("model_dir", type=Path)
+    generate.add_argument("prompt")
+    generate.add_argument("--max-new-tokens", type=int, default=48)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "compress":
+            return _compress(args)
+        return _generate(args)
+    except USER_ERRORS as error:
+        print(f"nncf-hqq: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _compress(args: argparse.Namespace) -> int:
+    options = CompressionOptions(
+        method=args.method,
+        bits=args.bits,
+        group_size=args.group_size,
+        sym=args.sym,
+        ratio=args.ratio,
+        awq=args.awq,
+        keep_lm_head_fp16=args.keep_lm_head_fp16,
+        zero_point=args.zero_point,
+        iterations=args.iterations,
+        seed=args.seed,
+    )
+    metadata = compress_llm(args.src, args.dst, options, overwrite=args.overwrite, cache_dir=args.cache_dir)
+    _print_summary(metadata, args.dst)
+    return 0
+
+
+def _print_summary(metadata: dict, dst: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    size = metadata["model_size_bytes"]
+    table = Table(title=f"nncf-hqq: {metadata['source']}", show_header=False)
+    table.add_row("method", f"{metadata['method']} ({metadata['parameters']['mode']}, group size "
+                  f"{metadata['parameters']['group_size']})")
+    table.add_row("layers", ", ".join(f"{k}: {v}" for k, v in sorted(metadata["layers_by_precision"].items())))
+    table.add_row("mean relative weight error", f"{metadata['mean_relative_error']:.5f}")
+    table.add_row("compression time", f"{metadata['compression_seconds']:.1f} s")
+    table.add_row("model size", f"{size['before'] / 2**20:.1f} MiB -> {size['after'] / 2**20:.1f} MiB")
+    table.add_row("output", str(dst))
+    Console().print(table)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    if not (args.model_dir / "openvino_model.xml").exists():
+        raise nncf.ValidationError(f"{args.model_dir} is not an OpenVINO model directory (no openvino_model.xml).")
+    from optimum.intel import OVModelForCausalLM
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+    model = OVModelForCausalLM.from_pretrained(args.model_dir)
+    inputs = tokenizer(args.prompt, return_tensors="pt")
+    output = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)
+    print(tokenizer.decode(output[0], skip_special_tokens=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

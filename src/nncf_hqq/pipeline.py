@@ -1,0 +1,245 @@
+"""Compressing an LLM from a source (IR, Hugging Face directory, GGUF) into an optimum-intel model directory."""
+
+import dataclasses
+import importlib.metadata
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+import nncf
+from nncf_hqq.compress import compress_weights
+from nncf_hqq.export import IR_FILE
+from nncf_hqq.export import check_causal_lm_ir
+from nncf_hqq.export import full_precision_ir
+from nncf_hqq.export import resolve_source
+from nncf_hqq.parameters import AdvancedCompressionParameters
+from nncf_hqq.parameters import AdvancedHQQParameters
+from nncf_hqq.report import layer_reports
+
+METADATA_FILE = "quantization_metadata.json"
+GROUP_SIZES = (32, 64, 128, -1)
+METHODS = ("hqq", "rtn")
+PACKAGES = ("nncf-hqq", "nncf", "openvino", "optimum-intel", "transformers", "torch", "numpy")
+
+
+@dataclass
+class CompressionOptions:
+    """
+    :param method: "hqq" or "rtn" (NNCF's round-to-nearest, for comparison).
+    :param bits: 4 or 8.
+    :param group_size: Weights per scale along input channels: 32, 64, 128, or -1 (per output channel).
+        None: 64 for 4 bits, -1 for 8 bits.
+    :param sym: Symmetric quantization (no zero point).
+    :param ratio: Share of the 4-bit layers' weights kept at 4 bits (the rest INT8), in (0, 1].
+    :param awq: Data-free AWQ before compression.
+    :param keep_lm_head_fp16: Leave the output projection (and an embedding tied to it) uncompressed.
+    :param zero_point: HQQ zero point storage, "int" or "float16".
+    :param iterations: HQQ solver iterations.
+    :param seed: Seed of every random generator involved (the pipeline is deterministic for a fixed seed).
+    """
+
+    method: str = "hqq"
+    bits: int = 4
+    group_size: int | None = None
+    sym: bool = False
+    ratio: float = 1.0
+    awq: bool = False
+    keep_lm_head_fp16: bool = False
+    zero_point: str = "int"
+    iterations: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.group_size is None:
+            self.group_size = 64 if self.bits == 4 else -1
+
+    def validate(self) -> None:
+        """Raises nncf.ValidationError for an unsupported value or combination, saying what to change."""
+        if self.method not in METHODS:
+            raise nncf.ValidationError(f"--method must be one of {METHODS}, got {self.method}.")
+        if self.bits not in (4, 8):
+            raise nncf.ValidationError(f"--bits must be 4 or 8, got {self.bits}.")
+        if self.group_size not in GROUP_SIZES:
+            raise nncf.ValidationError(f"--group-size must be one of {GROUP_SIZES}, got {self.group_size}.")
+        if self.bits == 8 and self.group_size != -1:
+            raise nncf.ValidationError("8-bit compression is per output channel: use --group-size -1 with --bits 8.")
+        if not 0.0 < self.ratio <= 1.0:
+            raise nncf.ValidationError(f"--ratio must be in (0, 1], got {self.ratio}.")
+        if self.bits == 8 and (self.ratio != 1.0 or self.awq):
+            raise nncf.ValidationError("--ratio and --awq apply to 4-bit compression only.")
+        if self.sym and self.zero_point != "int":
+            raise nncf.ValidationError("--zero-point float16 needs asymmetric quantization: drop --sym.")
+        if self.method == "rtn" and (self.zero_point != "int" or self.iterations != 20):
+            raise nncf.ValidationError("--zero-point and --iterations are HQQ options: use them with --method hqq.")
+        AdvancedHQQParameters(num_iterations=self.iterations, zero_point_storage=self.zero_point).validate()
+
+    @property
+    def mode(self) -> nncf.CompressWeightsMode:
+        return nncf.CompressWeightsMode(f"int{self.bits}_{'sym' if self.sym else 'asym'}")
+
+    def compress_weights_kwargs(self, model: ov.Model) -> dict:
+        """Arguments of `nncf_hqq.compress_weights` for `model`."""
+        kwargs = {"mode": self.mode, "hqq": self.method == "hqq"}
+        if self.bits == 4:
+            kwargs.update(group_size=self.group_size, ratio=self.ratio, awq=self.awq or None)
+        if self.keep_lm_head_fp16:
+            kwargs["ignored_scope"] = nncf.IgnoredScope(names=lm_head_node_names(model))
+        if self.method == "hqq":
+            hqq_params = AdvancedHQQParameters(num_iterations=self.iterations, zero_point_storage=self.zero_point)
+            kwargs["advanced_parameters"] = AdvancedCompressionParameters(hqq_params=hqq_params)
+        return kwargs
+
+
+def lm_head_node_names(model: ov.Model) -> list[str]:
+    """The MatMul producing the `logits` output and, for tied embeddings, the Gather sharing its weight."""
+    logits = next((out for out in model.outputs if "logits" in out.get_names()), model.outputs[0])
+    node = logits.get_node()
+    while node.get_type_name() != "MatMul":
+        if node.get_input_size() == 0:
+            raise nncf.ValidationError("No MatMul produces the logits: --keep-lm-head-fp16 cannot find the lm_head.")
+        node = node.input_value(0).get_node()
+    names = [node.get_friendly_name()]
+    weight = node.input_value(1).get_node()
+    while weight.get_type_name() == "Convert":
+        weight = weight.input_value(0).get_node()
+    users = [inp.get_node() for inp in weight.output(0).get_target_inputs()]
+    while users:
+        user = users.pop()
+        if user.get_type_name() == "Convert":
+            users += [inp.get_node() for inp in user.output(0).get_target_inputs()]
+        elif user.get_type_name() == "Gather":
+            names.append(user.get_friendly_name())
+    return names
+
+
+def compress_llm(
+    src: str | os.PathLike | None,
+    dst: str | os.PathLike,
+    options: CompressionOptions,
+    overwrite: bool = False,
+    cache_dir: Path | None = None,
+) -> dict:
+    """
+    Compresses the LLM at `src` (None: the bundled model) into the optimum-intel model directory `dst`.
+
+    `src` is only read. `dst` is written into a temporary sibling directory and moved into place when complete;
+    an existing non-empty `dst` is refused unless `overwrite`.
+
+    :return: The metadata written to `dst/quantization_metadata.json`.
+    """
+    options.validate()
+    dst = Path(dst).absolute()
+    _check_destination(dst, overwrite)
+    source = resolve_source(src)
+    src_root = (source.path.parent if source.kind == "openvino" else source.path).absolute()
+    if dst == src_root or src_root in dst.parents or dst in src_root.parents:
+        raise nncf.ValidationError(f"--dst {dst} overlaps --src {src_root}: choose another output directory.")
+    _seed_everything(options.seed)
+
+    ir_file = full_precision_ir(source, cache_dir)
+    core = ov.Core()
+    model = core.read_model(ir_file)
+    check_causal_lm_ir(model, source.description)
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-", dir=dst.parent))
+    _chmod_like_mkdir(partial)
+    try:
+        start = time.perf_counter()
+        model = compress_weights(model, **options.compress_weights_kwargs(model))
+        seconds = time.perf_counter() - start
+        ov.save_model(model, partial / IR_FILE)
+        _copy_companion_files(ir_file.parent, partial)
+        layers = layer_reports(model, core.read_model(ir_file))
+        del model
+        metadata = _metadata(source.description, options, seconds, layers, ir_file, partial / IR_FILE)
+        (partial / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+        _move_into_place(partial, dst)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return metadata
+
+
+def _check_destination(dst: Path, overwrite: bool) -> None:
+    if dst.exists() and not dst.is_dir():
+        raise nncf.ValidationError(f"--dst {dst} is a file: give a directory.")
+    if dst.is_dir() and any(dst.iterdir()) and not overwrite:
+        raise nncf.ValidationError(f"--dst {dst} exists and is not empty: choose another directory or --overwrite.")
+
+
+def _move_into_place(partial: Path, dst: Path) -> None:
+    """Replaces `dst` by `partial`; a previous `dst` is removed only once the new one is in place."""
+    if not dst.exists():
+        os.replace(partial, dst)
+        return
+    previous = dst.with_name(f".{dst.name}.previous-{os.getpid()}")
+    os.replace(dst, previous)
+    try:
+        os.replace(partial, dst)
+    except BaseException:
+        os.replace(previous, dst)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def _chmod_like_mkdir(path: Path) -> None:
+    """mkdtemp creates 0700 directories; give the output the permissions a plain mkdir would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o777 & ~umask)
+
+
+def _copy_companion_files(ir_dir: Path, out_dir: Path) -> None:
+    """Tokenizer, configs and OpenVINO tokenizer models: everything of the IR directory but the model itself."""
+    for item in ir_dir.iterdir():
+        if item.name in (IR_FILE, "openvino_model.bin", METADATA_FILE):
+            continue
+        if item.is_dir():
+            shutil.copytree(item, out_dir / item.name)
+        else:
+            shutil.copy2(item, out_dir / item.name)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.manual_seed(seed)
+
+
+def _metadata(source: str, options: CompressionOptions, seconds: float, layers: list, src_ir: Path, dst_ir: Path):
+    def size(ir: Path) -> int:
+        return ir.stat().st_size + ir.with_suffix(".bin").stat().st_size
+
+    precisions: dict[str, int] = {}
+    for layer in layers:
+        precisions[layer["precision"]] = precisions.get(layer["precision"], 0) + 1
+    return {
+        "source": source,
+        "method": options.method,
+        "parameters": {**dataclasses.asdict(options), "mode": options.mode.value},
+        "versions": {name: _version(name) for name in PACKAGES},
+        "compression_seconds": round(seconds, 3),
+        "model_size_bytes": {"before": size(src_ir), "after": size(dst_ir)},
+        "layers_by_precision": precisions,
+        "mean_relative_error": float(np.mean([layer["relative_error"] for layer in layers])) if layers else None,
+        "layers": layers,
+    }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None

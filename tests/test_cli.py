@@ -1,0 +1,211 @@
+"""The `nncf-hqq` command, the compression pipeline behind it, the optimum-intel opt-in and the example."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import pytest
+
+import nncf
+import nncf_hqq
+from nncf_hqq import cli
+from nncf_hqq.pipeline import METADATA_FILE
+from nncf_hqq.pipeline import CompressionOptions
+from nncf_hqq.pipeline import compress_llm
+from nncf_hqq.report import constant_value
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """Export cache shared by the tests: the bundled model is exported to OpenVINO once per session."""
+    return tmp_path_factory.mktemp("export-cache")
+
+
+@pytest.fixture(scope="session")
+def bundled_hqq(cache_dir, tmp_path_factory) -> Path:
+    """`nncf-hqq compress` with no --src: the bundled SmolLM2-135M-Instruct, HQQ INT4."""
+    dst = tmp_path_factory.mktemp("out") / "smollm2-hqq"
+    assert cli.main(["compress", "--dst", str(dst), "--cache-dir", str(cache_dir)]) == 0
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    """A randomly initialised 2-layer Llama saved as a Hugging Face directory (no tokenizer)."""
+    import torch
+    from transformers import LlamaConfig
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256,
+    )  # fmt: skip
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    return path
+
+
+def _weights(model_dir: Path) -> list[np.ndarray]:
+    model = ov.Core().read_model(model_dir / "openvino_model.xml")
+    return [constant_value(op) for op in model.get_ordered_ops() if op.get_type_name() == "Constant"]
+
+
+def _tree(path: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*")}
+
+
+def test_bundled_default_compresses_to_a_model_optimum_intel_loads_and_generates_with(bundled_hqq, capsys):
+    from optimum.intel import OVModelForCausalLM
+    from transformers import AutoTokenizer
+
+    metadata = json.loads((bundled_hqq / METADATA_FILE).read_text())
+    assert metadata["method"] == "hqq"
+    assert metadata["parameters"]["mode"] == "int4_asym" and metadata["parameters"]["group_size"] == 64
+    assert metadata["versions"]["nncf"].startswith("3.4")
+    assert metadata["model_size_bytes"]["after"] < 0.5 * metadata["model_size_bytes"]["before"]
+    assert metadata["layers_by_precision"]["int4_asym"] > 100
+    assert all(0 < layer["relative_error"] < 0.3 for layer in metadata["layers"])
+    model = OVModelForCausalLM.from_pretrained(bundled_hqq)
+    assert model.model.get_rt_info(["nncf", "weight_compression", "hqq", "enabled"]).astype(str) == "True"
+    tokenizer = AutoTokenizer.from_pretrained(bundled_hqq)
+    ids = tokenizer("The capital of France is", return_tensors="pt")
+    output = model.generate(**ids, max_new_tokens=8, do_sample=False)
+    assert output.shape[1] > ids.input_ids.shape[1]
+    assert cli.main(["generate", str(bundled_hqq), "Hello", "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out.startswith("Hello")
+
+
+def test_same_input_and_options_give_identical_weights(bundled_hqq, cache_dir, tmp_path):
+    again = tmp_path / "again"
+    assert cli.main(["compress", "--dst", str(again), "--cache-dir", str(cache_dir)]) == 0
+    for a, b in zip(_weights(bundled_hqq), _weights(again), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_huggingface_directory_source_with_keep_lm_head_fp16(tiny_llama_dir, tmp_path):
+    before = _tree(tiny_llama_dir)
+    dst = tmp_path / "tiny-hqq"
+    code = cli.main(["compress", "--src", str(tiny_llama_dir), "--dst", str(dst), "--keep-lm-head-fp16",
+                     "--group-size", "32", "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+    assert code == 0
+    assert _tree(tiny_llama_dir) == before, "--src was modified"
+    metadata = json.loads((dst / METADATA_FILE).read_text())
+    names = [layer["name"] for layer in metadata["layers"]]
+    assert not any("lm_head" in name for name in names)
+    # 2 layers x 7 linear weights in INT4, the (untied) embedding in NNCF's INT8 backup, lm_head left alone
+    assert metadata["layers_by_precision"] == {"int4_asym": 14, "int8_asym": 1}
+
+
+def test_openvino_ir_source_is_only_read_and_can_be_recompressed_to_int8(bundled_hqq, cache_dir, tmp_path):
+    ir_dir = next(p for p in cache_dir.iterdir() if (p / "openvino_model.xml").exists())
+    before = _tree(ir_dir)
+    dst = tmp_path / "int8"
+    assert cli.main(["compress", "--src", str(ir_dir), "--dst", str(dst), "--bits", "8", "--sym"]) == 0
+    assert _tree(ir_dir) == before
+    assert set(json.loads((dst / METADATA_FILE).read_text())["layers_by_precision"]) == {"int8_sym"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--src", "/no/such/model"], "no such file"),
+        (["--bits", "8", "--group-size", "64"], "--group-size -1"),
+        (["--sym", "--zero-point", "float16"], "drop --sym"),
+        (["--method", "rtn", "--zero-point", "float16"], "HQQ options"),
+        (["--iterations", "0"], "num_iterations"),
+        (["--ratio", "1.5"], "--ratio"),
+    ],
+)
+def test_bad_input_is_a_one_line_error_with_exit_code_2(args, message, tmp_path, capsys):
+    dst = tmp_path / "out"
+    assert cli.main(["compress", "--dst", str(dst), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not dst.exists()
+
+
+def test_non_llm_directory_is_refused(tmp_path, capsys):
+    src = tmp_path / "bert"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({"architectures": ["BertModel"]}))
+    assert cli.main(["compress", "--src", str(src), "--dst", str(tmp_path / "out")]) == 2
+    assert "not a causal language model" in capsys.readouterr().err
+
+
+def test_non_llm_openvino_ir_is_refused(tmp_path, capsys):
+    from openvino import opset13 as opset
+
+    x = opset.parameter([1, 8], ov.Type.f32, name="pixels")
+    ov.save_model(ov.Model([opset.result(opset.relu(x))], [x]), tmp_path / "openvino_model.xml")
+    assert cli.main(["compress", "--src", str(tmp_path), "--dst", str(tmp_path.parent / "o")]) == 2
+    assert "input_ids" in capsys.readouterr().err
+
+
+def test_existing_non_empty_destination_is_refused_unless_overwrite(bundled_hqq, cache_dir, tmp_path, capsys):
+    dst = tmp_path / "taken"
+    dst.mkdir()
+    (dst / "keep.txt").write_text("mine")
+    assert cli.main(["compress", "--dst", str(dst), "--cache-dir", str(cache_dir)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (dst / "keep.txt").read_text() == "mine"
+    assert cli.main(["compress", "--dst", str(dst), "--cache-dir", str(cache_dir), "--method", "rtn",
+                     "--overwrite"]) == 0  # fmt: skip
+    assert not (dst / "keep.txt").exists() and (dst / METADATA_FILE).exists()
+
+
+def test_failure_midway_leaves_no_output_and_no_partial_directory(bundled_hqq, cache_dir, tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise nncf.InternalError("simulated failure while compressing")
+
+    monkeypatch.setattr("nncf_hqq.pipeline.compress_weights", fail)
+    with pytest.raises(nncf.InternalError):
+        compress_llm(None, tmp_path / "out", CompressionOptions(), cache_dir=cache_dir)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_optimum_intel_quantization_config_with_hqq_after_opt_in(bundled_hqq, cache_dir):
+    from optimum.intel import OVModelForCausalLM
+    from optimum.intel import OVWeightQuantizationConfig
+
+    ir_dir = next(p for p in cache_dir.iterdir() if (p / "openvino_model.xml").exists())
+    config = OVWeightQuantizationConfig(bits=4, group_size=64, hqq=True)
+    with pytest.raises(TypeError, match="hqq"):  # NNCF's own function: opting in is explicit
+        OVModelForCausalLM.from_pretrained(ir_dir, quantization_config=config)
+    assert not nncf_hqq.is_enabled()
+    with nncf_hqq.hqq_enabled():
+        assert nncf.compress_weights is nncf_hqq.compress_weights
+        model = OVModelForCausalLM.from_pretrained(ir_dir, quantization_config=config)
+    assert not nncf_hqq.is_enabled() and nncf.compress_weights is not nncf_hqq.compress_weights
+    assert model.model.get_rt_info(["nncf", "weight_compression", "hqq", "enabled"]).astype(str) == "True"
+    types = {op.get_element_type() for op in model.model.get_ordered_ops() if op.get_type_name() == "Constant"}
+    assert ov.Type.u4 in types
+
+
+def test_enable_disable_are_reversible_and_calls_without_hqq_are_nncf():
+    original = nncf.compress_weights
+    nncf_hqq.enable()
+    try:
+        assert nncf_hqq.is_enabled()
+    finally:
+        nncf_hqq.disable()
+    assert nncf.compress_weights is original
+
+
+def test_example_runs_end_to_end(bundled_hqq, cache_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "compress_and_generate.py"), "--out-dir", str(tmp_path),
+         "--cache-dir", str(cache_dir)],
+        capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "HQQ/RTN weight error" in result.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["hqq"]["mean_relative_weight_error"] < results["rtn"]["mean_relative_weight_error"]
