@@ -157,7 +157,7 @@ def compress_llm(
         model = compress_weights(model, **options.compress_weights_kwargs(model))
         seconds = time.perf_counter() - start
         ov.save_model(model, partial / IR_FILE)
-        _copy_companion_files(ir_file.parent, partial)
+        copy_companion_files(ir_file.parent, partial)
         layers = layer_reports(model, core.read_model(ir_file))
         del model
         metadata = _metadata(source.description, options, seconds, layers, ir_file, partial / IR_FILE)
@@ -197,7 +197,7 @@ def _chmod_like_mkdir(path: Path) -> None:
     path.chmod(0o777 & ~umask)
 
 
-def _copy_companion_files(ir_dir: Path, out_dir: Path) -> None:
+def copy_companion_files(ir_dir: Path, out_dir: Path) -> None:
     """Tokenizer, configs and OpenVINO tokenizer models: everything of the IR directory but the model itself."""
     for item in ir_dir.iterdir():
         if item.name in (IR_FILE, "openvino_model.bin", METADATA_FILE):
