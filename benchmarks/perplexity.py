@@ -114,6 +114,7 @@ METHODS = [
     Method("fp16"),
     Method("rtn"),
     Method("hqq-u4", _hqq()),
+    Method("hqq-u4-clip", _hqq(clip_extremes=True)),
     Method("hqq-f16zp", _hqq(zero_point_storage="float16")),
     Method("awq-df+rtn", {"awq": True}),
     Method("awq-df+hqq-u4", {"awq": True, **_hqq()}),
@@ -303,11 +304,11 @@ def main(argv: list[str] | None = None) -> None:
         calibration = calibration_dataset(ids[n_windows * args.window :])
         prompt = ids[:32]
         runs = [(m, "fp16", None) if m.name == "fp16" else (m, *c) for m in methods for c in configs]
-        runs = list(dict.fromkeys((m, mode, gs) for m, mode, gs in runs))
+        runs = list({(m.name, mode, gs): (m, mode, gs) for m, mode, gs in runs}.values())
         for method, mode, group_size in track(runs, description=f"{model_name}: compress and evaluate"):
             out_dir = args.out_dir / "models" / model_name / f"{method.name}-{mode}-g{group_size}"
             shutil.rmtree(out_dir, ignore_errors=True)
-            seconds = compress(ir_file, method, mode or "int4_asym", group_size, calibration, out_dir)
+            seconds = compress(ir_file, method, mode, group_size, calibration, out_dir)
             nll = window_nlls(out_dir, windows)
             latency, speed = (math.nan, math.nan) if args.no_speed else generation_speed(out_dir, prompt)
             rows.append({

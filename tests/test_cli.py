@@ -22,20 +22,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    """Export cache shared by the tests: the bundled model is exported to OpenVINO once per session."""
-    return tmp_path_factory.mktemp("export-cache")
-
-
-@pytest.fixture(scope="session")
-def bundled_hqq(cache_dir, tmp_path_factory) -> Path:
-    """`nncf-hqq compress` with no --src: the bundled SmolLM2-135M-Instruct, HQQ INT4."""
-    dst = tmp_path_factory.mktemp("out") / "smollm2-hqq"
-    assert cli.main(["compress", "--dst", str(dst), "--cache-dir", str(cache_dir)]) == 0
-    return dst
-
-
-@pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory) -> Path:
     """A randomly initialised 2-layer Llama saved as a Hugging Face directory (no tokenizer)."""
     import torch

@@ -185,6 +185,9 @@ def solve(
         q_min, q_max = 0, 2**num_bits - 1
     p, beta = params.lp_norm, params.beta
     best_scale, best_zero_point, best_error = scale, zero_point, None
+    if zero_point is not None and integer_zero_point and not params.clip_extremes:
+        group_max = fns.maximum(fns.max(weight, axis=-1, keepdims=True), 0.0)
+        group_min = fns.minimum(fns.min(weight, axis=-1, keepdims=True), 0.0)
 
     for iteration in range(params.num_iterations + 1):
         u = weight / scale
@@ -219,6 +222,11 @@ def solve(
             else:
                 zero_point = fns.clip(fns.round(zero_point), q_min, q_max)
                 scale = scale * _least_squares_ratio(target, q - zero_point)
+                if not params.clip_extremes:
+                    no_clip_scale = fns.maximum(
+                        group_max / (q_max + 0.5 - zero_point), -group_min / (zero_point - q_min + 0.5)
+                    )
+                    scale = fns.maximum(scale, no_clip_scale)
         beta *= params.kappa
 
     return best_scale, best_zero_point

@@ -32,6 +32,8 @@ class AdvancedHQQParameters:
     :param beta: Initial penalty weight of the half-quadratic split.
     :param kappa: Growth factor of beta per iteration (beta is annealed towards the hard constraint).
     :param zero_point_storage: Storage of asymmetric zero points, see `HQQZeroPointStorage`.
+    :param clip_extremes: Let the integer-zero-point solver shrink a group's scale so far that the group's
+        largest weights are clipped. It lowers the lp error, but clipping large weights hurts perplexity.
     """
 
     num_iterations: int = 20
@@ -39,6 +41,7 @@ class AdvancedHQQParameters:
     beta: float = 10.0
     kappa: float = 1.01
     zero_point_storage: HQQZeroPointStorage = HQQZeroPointStorage.INTEGER
+    clip_extremes: bool = False
 
     def validate(self) -> None:
         """Raises nncf.ValidationError naming the first invalid field and what to change."""

@@ -221,3 +221,18 @@ def test_solver_keeps_integer_zero_points_on_the_grid():
     zero_point = Tensor(np.full((32, 4, 1), 8.0, np.float32))
     _, best_zero_point = solve(weight, scale, zero_point, 4, AdvancedHQQParameters(), integer_zero_point=True)
     assert np.all(best_zero_point.data == np.round(best_zero_point.data))
+
+
+@pytest.mark.parametrize("clip_extremes", [False, True])
+def test_integer_solver_clips_group_extremes_only_when_allowed(clip_extremes):
+    weight = heavy_tailed_weight((256, 512), seed=7)
+    config = nncf.quantization.algorithms.weight_compression.config.WeightCompressionConfig(
+        mode=INT4_ASYM, group_size=64
+    )
+    params = AdvancedHQQParameters(clip_extremes=clip_extremes)
+    scale, zero_point = HQQ.calculate_quantization_params(Tensor(weight), (1,), config, params)
+    grouped, s, z = weight.reshape(256, -1, 64), scale.data, zero_point.data
+    q = np.clip(np.round(grouped / s + z), 0, 15)
+    error_in_steps = np.abs(grouped - s * (q - z)) / s
+    clipped = error_in_steps > 0.5 + 1e-3
+    assert clipped.any() == clip_extremes

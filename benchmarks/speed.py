@@ -1,0 +1,135 @@
+"""
+Compression time and peak memory of HQQ vs NNCF RTN, measured side by side in one run.
+
+    python -m benchmarks.speed --runs 3
+
+Models: synthetic f16 layer stacks (2048x2048 and 4096x11008 MatMuls) and the bundled SmolLM2-135M-Instruct
+(exported to OpenVINO fp16). Each (model, method) compression runs in a fresh process, the methods alternating,
+`--runs` times; the process reads the IR, compresses it (timed) and reports its peak RSS. Printed: median
+seconds, ms per million weights, HQQ/RTN time ratio, peak RSS and its ratio. INT4_ASYM, group size 64.
+Generation speed of the compressed models is measured by `benchmarks.perplexity` (tokens/s, first token).
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+from openvino import opset13 as opset
+
+METHODS = ("rtn", "hqq-u4", "hqq-f16zp")
+
+
+def synthetic_stack(path: Path, shape: tuple[int, int], layers: int, seed: int = 0) -> Path:
+    """An IR of `layers` chained MatMuls with heavy-tailed f16 [out, in] weights (cached at `path`)."""
+    if path.exists():
+        return path
+    rng = np.random.default_rng(seed)
+    out_features, in_features = shape
+    x = opset.parameter([1, 1, in_features], ov.Type.f32, name="x")
+    h = x
+    for i in range(layers):
+        weight = (rng.standard_t(3, size=(out_features, in_features)) * 0.02).astype(np.float16)
+        w = opset.convert(opset.constant(weight, name=f"layer{i}"), ov.Type.f32)
+        h = opset.matmul(h, w, False, True)
+        if out_features != in_features:  # keep the chain's widths consistent
+            back = (rng.standard_t(3, size=(in_features, out_features)) * 0.02).astype(np.float16)
+            h = opset.matmul(h, opset.convert(opset.constant(back, name=f"layer{i}_back"), ov.Type.f32), False, True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov.Model([opset.result(h)], [x]), path, compress_to_fp16=False)
+    return path
+
+
+def child(ir: str, method: str) -> None:
+    """Runs in a fresh process: compress `ir` with `method`, print {seconds, peak_rss_mib, num_weights}."""
+    import nncf
+    from nncf_hqq import AdvancedCompressionParameters
+    from nncf_hqq import AdvancedHQQParameters
+    from nncf_hqq import compress_weights
+    from nncf.quantization.advanced_parameters import GroupSizeFallbackMode
+
+    model = ov.Core().read_model(ir)
+    num_weights = sum(
+        int(np.prod(op.get_output_shape(0)))
+        for op in model.get_ordered_ops()
+        if op.get_type_name() == "Constant" and op.get_element_type() in (ov.Type.f16, ov.Type.f32)
+    )
+    hqq_params = AdvancedHQQParameters(zero_point_storage="float16" if method == "hqq-f16zp" else "int")
+    advanced = AdvancedCompressionParameters(
+        group_size_fallback_mode=GroupSizeFallbackMode.ADJUST, hqq_params=hqq_params
+    )
+    start = time.perf_counter()
+    compress_weights(
+        model,
+        mode=nncf.CompressWeightsMode.INT4_ASYM,
+        group_size=64,
+        all_layers=True,
+        hqq=method != "rtn",
+        advanced_parameters=advanced,
+    )
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_rss_mib": peak, "num_weights": num_weights}))
+
+
+def measure(ir: Path, method: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.speed", "--child", str(ir), method], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-3000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--cache-dir", type=Path, default=Path("cache"))
+    parser.add_argument("--models", nargs="+", default=["stack-2048", "stack-4096x11008", "smollm2-135m"])
+    parser.add_argument("--child", nargs=2, metavar=("IR", "METHOD"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+
+    from nncf_hqq.export import full_precision_ir
+    from nncf_hqq.export import resolve_source
+
+    irs = {
+        "stack-2048": lambda: synthetic_stack(args.cache_dir / "speed" / "stack-2048x2048x8.xml", (2048, 2048), 8),
+        "stack-4096x11008": lambda: synthetic_stack(
+            args.cache_dir / "speed" / "stack-4096x11008x1.xml", (11008, 4096), 1
+        ),
+        "smollm2-135m": lambda: full_precision_ir(resolve_source(None), args.cache_dir),
+    }
+    rows = []
+    for name in args.models:
+        ir = irs[name]()
+        runs = {m: [] for m in METHODS}
+        for _ in range(args.runs):
+            for method in METHODS:  # alternating, so drifts of the machine hit every method alike
+                runs[method].append(measure(ir, method))
+        rtn_time = np.median([r["seconds"] for r in runs["rtn"]])
+        rtn_rss = np.median([r["peak_rss_mib"] for r in runs["rtn"]])
+        for method, results in runs.items():
+            seconds = float(np.median([r["seconds"] for r in results]))
+            rss = float(np.median([r["peak_rss_mib"] for r in results]))
+            millions = results[0]["num_weights"] / 1e6
+            rows.append((name, millions, method, seconds, 1000 * seconds / millions, seconds / rtn_time, rss,
+                         rss / rtn_rss))  # fmt: skip
+
+    print(f"\nINT4_ASYM g64, median of {args.runs} runs per method, each in a fresh process\n")
+    print("| model | weights | method | time, s | ms / M weights | time vs RTN | peak RSS, MiB | RSS vs RTN |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, millions, method, seconds, ms_per_m, ratio, rss, rss_ratio in rows:
+        print(f"| {name} | {millions:.1f}M | {method} | {seconds:.2f} | {ms_per_m:.0f} | {ratio:.2f} | {rss:.0f} | "
+              f"{rss_ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""The benchmarks run end to end on small inputs (they check the pipelines, not the numbers)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_perplexity_quick_mode_writes_table_json_and_plot(bundled_hqq, cache_dir, tmp_path):
+    out_dir = tmp_path / "ppl"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.perplexity", "--quick", "--max-tokens", "1024", "--window", "256",
+         "--cache-dir", str(cache_dir), "--out-dir", str(out_dir)],
+        cwd=REPO, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((out_dir / "results.json").read_text())["rows"]
+    assert {r["method"] for r in rows} == {"fp16", "rtn", "hqq-u4", "hqq-f16zp"}
+    for r in rows:
+        assert len(r["window_nll"]) == 4 and np.isfinite(r["ppl"]) and r["tokens_per_s"] > 0
+    rtn = next(r for r in rows if r["method"] == "rtn")
+    assert rtn["nll_minus_rtn"] == 0.0 and rtn["gap_closed"] == 0.0
+    assert "| smollm2-135m | int4_asym | 64 | hqq-u4 |" in (out_dir / "results.md").read_text()
+    assert (out_dir / "perplexity_vs_size.png").stat().st_size > 0
+
+
+def test_speed_benchmark_child_reports_time_and_peak_memory(tmp_path):
+    from benchmarks.speed import measure
+    from benchmarks.speed import synthetic_stack
+
+    ir = synthetic_stack(tmp_path / "stack.xml", (256, 512), layers=2)
+    for method in ("rtn", "hqq-u4"):
+        result = measure(ir, method)
+        assert result["seconds"] > 0 and result["peak_rss_mib"] > 0
+        assert result["num_weights"] == 2 * 2 * 256 * 512
