@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--awq", action="store_true", help="data-free AWQ before compression")
     compress.add_argument("--keep-lm-head-fp16", action="store_true", help="leave the output projection uncompressed")
     compress.add_argument("--zero-point", choices=["int", "float16"], default="int", help="HQQ zero point storage")
-    compress.add_argument("--iterations", type=int, default=20, help="HQQ solver iterations")
+    compress.add_argument("--iterations", type=int, help="HQQ solver iterations (default: 1 with --zero-point int, else 20)")
     compress.add_argument("--seed", type=int, default=0)
     compress.add_argument("--overwrite", action="store_true", help="replace a non-empty --dst")
     compress.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="cache of full-precision exports")

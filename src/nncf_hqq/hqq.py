@@ -184,19 +184,20 @@ def solve(
     else:
         q_min, q_max = 0, 2**num_bits - 1
     p, beta = params.lp_norm, params.beta
+    num_iterations = params.iterations(integer_asymmetric=zero_point is not None and integer_zero_point)
     best_scale, best_zero_point, best_error = scale, zero_point, None
-    if zero_point is not None and integer_zero_point and not params.clip_extremes:
+    if zero_point is not None and integer_zero_point:
         group_max = fns.maximum(fns.max(weight, axis=-1, keepdims=True), 0.0)
         group_min = fns.minimum(fns.min(weight, axis=-1, keepdims=True), 0.0)
+        if params.scale_search_steps > 0:
+            # the starting point competes as a candidate; the iterations start from the search's result
+            best_error = _quantize(weight, scale, zero_point, q_min, q_max, p)[-1]
+            scale, zero_point = _scale_expansion_search(
+                weight, group_min, group_max, scale, q_min, q_max, params.scale_search_steps
+            )
 
-    for iteration in range(params.num_iterations + 1):
-        u = weight / scale
-        shifted = u if zero_point is None else u + zero_point
-        q = fns.clip(fns.round(shifted), q_min, q_max)
-        residual = shifted - q  # u - (Q - z), in quantisation steps
-        abs_residual = fns.abs(residual)
-        abs_residual_p = abs_residual if p == 1.0 else abs_residual**p
-        error = fns.sum(abs_residual_p, axis=-1, keepdims=True) * fns.abs(scale) ** p
+    for iteration in range(num_iterations + 1):
+        u, q, residual, abs_residual, abs_residual_p, error = _quantize(weight, scale, zero_point, q_min, q_max, p)
 
         if best_error is None:
             best_error = error
@@ -206,7 +207,7 @@ def solve(
             best_scale = fns.where(improved, scale, best_scale)
             if zero_point is not None:
                 best_zero_point = fns.where(improved, zero_point, best_zero_point)
-        if iteration == params.num_iterations:
+        if iteration == num_iterations:
             break
 
         # shrink_p(residual) with |x|^(p-1) = |x|^p / |x|, safe at x = 0
@@ -229,6 +230,52 @@ def solve(
                     scale = fns.maximum(scale, no_clip_scale)
         beta *= params.kappa
 
+    return best_scale, best_zero_point
+
+
+def _quantize(weight: Tensor, scale: Tensor, zero_point: Tensor | None, q_min: int, q_max: int, p: float):
+    """u = W / s, Q, the residual u - (Q - z), |residual|, |residual|^p and the per-group error phi(s, z)."""
+    u = weight / scale
+    shifted = u if zero_point is None else u + zero_point
+    q = fns.clip(fns.round(shifted), q_min, q_max)
+    residual = shifted - q
+    abs_residual = fns.abs(residual)
+    abs_residual_p = abs_residual if p == 1.0 else abs_residual**p
+    error = fns.sum(abs_residual_p, axis=-1, keepdims=True) * fns.abs(scale) ** p
+    return u, q, residual, abs_residual, abs_residual_p, error
+
+
+def _scale_expansion_search(
+    weight: Tensor,
+    group_min: Tensor,
+    group_max: Tensor,
+    scale: Tensor,
+    q_min: int,
+    q_max: int,
+    steps: int,
+    step: float = 0.02,
+) -> tuple[Tensor, Tensor]:
+    """
+    Per group, the scale s = (1 + k step) s_0, k = 0..steps (expansion only: the group's range never clipped),
+    with the integer zero point aligned to the group's minimum or centred on its range, that minimises the L2
+    reconstruction error. `group_min` <= 0 <= `group_max` are the groups' ranges.
+    """
+    best_scale, best_zero_point, best_error = None, None, None
+    for k in range(steps + 1):
+        candidate_scale = scale * (1.0 + k * step)
+        aligned = fns.round(q_min - group_min / candidate_scale)
+        centred = fns.round((q_min + q_max) / 2 - (group_max + group_min) / (2 * candidate_scale))
+        for candidate_zero_point in (aligned, centred):
+            candidate_zero_point = fns.clip(candidate_zero_point, q_min, q_max)
+            q = fns.clip(fns.round(weight / candidate_scale + candidate_zero_point), q_min, q_max)
+            error = fns.sum((weight - candidate_scale * (q - candidate_zero_point)) ** 2, axis=-1, keepdims=True)
+            if best_error is None:
+                best_scale, best_zero_point, best_error = candidate_scale, candidate_zero_point, error
+                continue
+            better = error < best_error
+            best_error = fns.where(better, error, best_error)
+            best_scale = fns.where(better, candidate_scale, best_scale)
+            best_zero_point = fns.where(better, candidate_zero_point, best_zero_point)
     return best_scale, best_zero_point
 
 

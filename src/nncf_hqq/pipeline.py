@@ -42,7 +42,7 @@ class CompressionOptions:
     :param awq: Data-free AWQ before compression.
     :param keep_lm_head_fp16: Leave the output projection (and an embedding tied to it) uncompressed.
     :param zero_point: HQQ zero point storage, "int" or "float16".
-    :param iterations: HQQ solver iterations.
+    :param iterations: HQQ solver iterations; None: the solver's default for the zero point storage.
     :param seed: Seed of every random generator involved (the pipeline is deterministic for a fixed seed).
     """
 
@@ -54,7 +54,7 @@ class CompressionOptions:
     awq: bool = False
     keep_lm_head_fp16: bool = False
     zero_point: str = "int"
-    iterations: int = 20
+    iterations: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -77,7 +77,7 @@ class CompressionOptions:
             raise nncf.ValidationError("--ratio and --awq apply to 4-bit compression only.")
         if self.sym and self.zero_point != "int":
             raise nncf.ValidationError("--zero-point float16 needs asymmetric quantization: drop --sym.")
-        if self.method == "rtn" and (self.zero_point != "int" or self.iterations != 20):
+        if self.method == "rtn" and (self.zero_point != "int" or self.iterations is not None):
             raise nncf.ValidationError("--zero-point and --iterations are HQQ options: use them with --method hqq.")
         AdvancedHQQParameters(num_iterations=self.iterations, zero_point_storage=self.zero_point).validate()
 

@@ -70,6 +70,7 @@ def test_non_finite_weight_raises_naming_the_layer_and_leaves_the_model_untouche
         AdvancedHQQParameters(beta=0.0),
         AdvancedHQQParameters(beta=-1.0),
         AdvancedHQQParameters(kappa=0.0),
+        AdvancedHQQParameters(scale_search_steps=-1),
         AdvancedHQQParameters(zero_point_storage="int8"),
     ],
 )
