@@ -22,8 +22,8 @@ from nncf_hqq.parameters import HQQZeroPointStorage
 
 TModel = TypeVar("TModel")
 
-# Rows (groups) per block of the solver: 4096 x 64 float32 weights (1 MiB) stay in cache across iterations;
-# measured 2.6x faster than whole weights on 16.8M weights, with identical results.
+# Rows (groups) per block of the solver: 4096 x 64 float32 weights (1 MiB) stay in cache across iterations.
+# Measured on 16.8M weights (2 cores): 4.2x faster than solving whole weights, with identical results.
 ROW_BLOCK = 4096
 
 SUPPORTED_MODES = (
@@ -38,7 +38,8 @@ class HQQ:
     """
     Data-free HQQ weight compression: per group of weights, finds the scale and zero point that minimise the
     lp-norm (p <= 1) of the weight reconstruction error with a half-quadratic proximal solver, starting from
-    NNCF's round-to-nearest (RTN) parameters and never ending worse than them in that objective.
+    NNCF's round-to-nearest (RTN) parameters (or scale estimation's) and never ending worse than them in that
+    objective. With an integer zero point, a search over expanded scales precedes the proximal iterations.
     """
 
     def __init__(self, params: AdvancedHQQParameters | None = None):
@@ -167,8 +168,10 @@ def solve(
                                                                    and the scale absorbs the rest (least squares)
         s  <- s <u - E, Q> / |Q|^2                                symmetric modes (no zero point)
 
-    Per group, the result is the iterate with the lowest phi, starting from the given (s, z): never worse than
-    the start, and never worse with more iterations (a group's result stops changing once it stops improving).
+    With an integer zero point and `params.scale_search_steps` > 0, the iterations start from the best
+    expanded scale found by `_scale_expansion_search`, the given (s, z) remaining a candidate.
+    Per group, the result is the candidate with the lowest phi: never worse than the given (s, z), and never
+    worse with more iterations (a group's result stops changing once it stops improving).
 
     :param weight: float32 weights, [..., group].
     :param scale: Initial scale, [..., 1].
