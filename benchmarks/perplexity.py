@@ -22,14 +22,14 @@ from dataclasses import field
 from datetime import date
 from pathlib import Path
 
+import nncf
 import numpy as np
 import openvino as ov
+from nncf.quantization.advanced_parameters import GroupSizeFallbackMode
 
-import nncf
 from benchmarks.weights import package_dir
 from benchmarks.weights import qwen25_coder_gguf
 from benchmarks.weights import smollm2_gguf
-from nncf.quantization.advanced_parameters import GroupSizeFallbackMode
 from nncf_hqq import AdvancedCompressionParameters
 from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import compress_weights
@@ -239,9 +239,7 @@ def markdown(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        diff = (
-            f"{r['nll_minus_rtn']:+.4f} ± {r['nll_minus_rtn_se']:.4f}" if "nll_minus_rtn" in r else ""
-        )
+        diff = f"{r['nll_minus_rtn']:+.4f} ± {r['nll_minus_rtn_se']:.4f}" if "nll_minus_rtn" in r else ""
         gap = f"{100 * r['gap_closed']:.0f}%" if r.get("gap_closed") is not None else ""
         lines.append(
             f"| {r['model']} | {r['mode']} | {r['group_size']} | {r['method']} | {r['ppl']:.3f} | {gap} | {diff} | "
@@ -259,7 +257,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     models = sorted({r["model"] for r in rows})
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
-    for ax, model in zip(axes[0], models):
+    for ax, model in zip(axes[0], models, strict=True):
         for r in (r for r in rows if r["model"] == model):
             label = r["method"] if r["method"] == "fp16" else f"{r['method']} {r['mode']} g{r['group_size']}"
             ax.scatter(r["size_bytes"] / 2**20, r["ppl"], s=18)

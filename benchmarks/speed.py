@@ -48,10 +48,11 @@ def synthetic_stack(path: Path, shape: tuple[int, int], layers: int, seed: int =
 def child(ir: str, method: str) -> None:
     """Runs in a fresh process: compress `ir` with `method`, print {seconds, peak_rss_mib, num_weights}."""
     import nncf
+    from nncf.quantization.advanced_parameters import GroupSizeFallbackMode
+
     from nncf_hqq import AdvancedCompressionParameters
     from nncf_hqq import AdvancedHQQParameters
     from nncf_hqq import compress_weights
-    from nncf.quantization.advanced_parameters import GroupSizeFallbackMode
 
     model = ov.Core().read_model(ir)
     num_weights = sum(
@@ -127,8 +128,10 @@ def main() -> None:
     print("| model | weights | method | time, s | ms / M weights | time vs RTN | peak RSS, MiB | RSS vs RTN |")
     print("|---|---|---|---|---|---|---|---|")
     for name, millions, method, seconds, ms_per_m, ratio, rss, rss_ratio in rows:
-        print(f"| {name} | {millions:.1f}M | {method} | {seconds:.2f} | {ms_per_m:.0f} | {ratio:.2f} | {rss:.0f} | "
-              f"{rss_ratio:.2f} |")
+        print(
+            f"| {name} | {millions:.1f}M | {method} | {seconds:.2f} | {ms_per_m:.0f} | {ratio:.2f} | {rss:.0f} | "
+            f"{rss_ratio:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -13,12 +13,12 @@ import json
 import time
 from pathlib import Path
 
+import nncf
 import numpy as np
 import openvino as ov
+from nncf.quantization.advanced_parameters import GroupSizeFallbackMode
 from openvino import opset13 as opset
 
-import nncf
-from nncf.quantization.advanced_parameters import GroupSizeFallbackMode
 from benchmarks import weights as weight_sources
 from nncf_hqq import AdvancedCompressionParameters
 from nncf_hqq import AdvancedHQQParameters
@@ -27,12 +27,19 @@ from nncf_hqq import compress_weights
 # Group sizes that do not divide a layer's channels (SmolLM2's 576 with 128) fall back to a smaller group size
 # (NNCF's ADJUST mode), the same for every method.
 METHODS = {
-    "rtn": {"hqq": False, "advanced_parameters": AdvancedCompressionParameters(group_size_fallback_mode=GroupSizeFallbackMode.ADJUST)},
-    "hqq-u4": {"hqq": True, "advanced_parameters": AdvancedCompressionParameters(group_size_fallback_mode=GroupSizeFallbackMode.ADJUST)},
+    "rtn": {
+        "hqq": False,
+        "advanced_parameters": AdvancedCompressionParameters(group_size_fallback_mode=GroupSizeFallbackMode.ADJUST),
+    },
+    "hqq-u4": {
+        "hqq": True,
+        "advanced_parameters": AdvancedCompressionParameters(group_size_fallback_mode=GroupSizeFallbackMode.ADJUST),
+    },
     "hqq-f16zp": {
         "hqq": True,
         "advanced_parameters": AdvancedCompressionParameters(
-            group_size_fallback_mode=GroupSizeFallbackMode.ADJUST, hqq_params=AdvancedHQQParameters(zero_point_storage="float16")
+            group_size_fallback_mode=GroupSizeFallbackMode.ADJUST,
+            hqq_params=AdvancedHQQParameters(zero_point_storage="float16"),
         ),
     },
 }
@@ -98,17 +105,28 @@ def main() -> None:
         for group_size in args.group_size:
             results = {method: measure(weights, group_size, method) for method in METHODS}
             for method, r in results.items():
-                rows.append({"weights": source, "num_weights": num_weights, "group_size": group_size,
-                             "method": method, **r,
-                             "l2_vs_rtn": r["rel_l2"] / results["rtn"]["rel_l2"],
-                             "time_vs_rtn": r["seconds"] / results["rtn"]["seconds"]})
+                rows.append(
+                    {
+                        "weights": source,
+                        "num_weights": num_weights,
+                        "group_size": group_size,
+                        "method": method,
+                        **r,
+                        "l2_vs_rtn": r["rel_l2"] / results["rtn"]["rel_l2"],
+                        "time_vs_rtn": r["seconds"] / results["rtn"]["seconds"],
+                    }
+                )
 
-    print("\n| weights | params | INT4_ASYM group | method | rel. L2 error | vs RTN | rel. L1 error | time, s | vs RTN |")
+    print(
+        "\n| weights | params | INT4_ASYM group | method | rel. L2 error | vs RTN | rel. L1 error | time, s | vs RTN |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['weights']} | {r['num_weights'] / 1e6:.1f}M | {r['group_size']} | {r['method']} | "
-              f"{r['rel_l2']:.5f} | {r['l2_vs_rtn']:.3f} | {r['rel_l1']:.5f} | {r['seconds']:.2f} | "
-              f"{r['time_vs_rtn']:.2f} |")
+        print(
+            f"| {r['weights']} | {r['num_weights'] / 1e6:.1f}M | {r['group_size']} | {r['method']} | "
+            f"{r['rel_l2']:.5f} | {r['l2_vs_rtn']:.3f} | {r['rel_l1']:.5f} | {r['seconds']:.2f} | "
+            f"{r['time_vs_rtn']:.2f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

@@ -8,8 +8,15 @@ from pathlib import Path
 import numpy as np
 
 # The 2-D weights of the transformer blocks (no embeddings, norms or output head).
-GGUF_LINEAR_SUFFIXES = ("attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
-                        "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight")
+GGUF_LINEAR_SUFFIXES = (
+    "attn_q.weight",
+    "attn_k.weight",
+    "attn_v.weight",
+    "attn_output.weight",
+    "ffn_gate.weight",
+    "ffn_up.weight",
+    "ffn_down.weight",
+)
 
 
 def package_dir(package: str) -> Path:

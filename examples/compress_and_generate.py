@@ -60,11 +60,15 @@ def main() -> None:
         }
         assert json.loads((dst / METADATA_FILE).read_text())["method"] == method
     for method, r in results.items():
-        print(f"[{method}] weight error {r['mean_relative_weight_error']:.5f}, loss {r['loss_on_text']:.4f}, "
-              f"{r['compression_seconds']:.1f} s\n  {r['generation']!r}")
+        print(
+            f"[{method}] weight error {r['mean_relative_weight_error']:.5f}, loss {r['loss_on_text']:.4f}, "
+            f"{r['compression_seconds']:.1f} s\n  {r['generation']!r}"
+        )
     ratio = results["hqq"]["mean_relative_weight_error"] / results["rtn"]["mean_relative_weight_error"]
-    print(f"HQQ/RTN weight error: {ratio:.3f}; loss difference HQQ - RTN: "
-          f"{results['hqq']['loss_on_text'] - results['rtn']['loss_on_text']:+.4f} (one short text: not a benchmark)")
+    print(
+        f"HQQ/RTN weight error: {ratio:.3f}; loss difference HQQ - RTN: "
+        f"{results['hqq']['loss_on_text'] - results['rtn']['loss_on_text']:+.4f} (one short text: not a benchmark)"
+    )
     (args.out_dir / "results.json").write_text(json.dumps(results, indent=2))
     if not np.isfinite(results["hqq"]["loss_on_text"]):
         raise SystemExit("HQQ model produced non-finite logits")

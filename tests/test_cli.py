@@ -6,11 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nncf
 import numpy as np
 import openvino as ov
 import pytest
 
-import nncf
 import nncf_hqq
 from nncf_hqq import cli
 from nncf_hqq.pipeline import METADATA_FILE

@@ -13,8 +13,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import openvino as ov
-from openvino import opset13 as opset
-
 from nncf.common.graph import NNCFGraph
 from nncf.common.logging.track_progress import track
 from nncf.openvino.quantization import quantize_model as ov_quantize_model
@@ -31,6 +29,7 @@ from nncf.quantization.algorithms.weight_compression.weight_lowering import do_i
 from nncf.quantization.algorithms.weight_compression.weight_lowering import reshape_weight_for_grouped_quantization
 from nncf.tensor import Tensor
 from nncf.tensor import TensorDataType
+from openvino import opset13 as opset
 
 __all__ = [
     "CompressWeightsMode",

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import nncf
+
 from nncf_hqq.pipeline import CompressionOptions
 from nncf_hqq.pipeline import compress_llm
 
@@ -36,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--awq", action="store_true", help="data-free AWQ before compression")
     compress.add_argument("--keep-lm-head-fp16", action="store_true", help="leave the output projection uncompressed")
     compress.add_argument("--zero-point", choices=["int", "float16"], default="int", help="HQQ zero point storage")
-    compress.add_argument("--iterations", type=int, help="HQQ solver iterations (default: 1 with --zero-point int, else 20)")
+    compress.add_argument(
+        "--iterations", type=int, help="HQQ solver iterations (default: 1 with --zero-point int, else 20)"
+    )
     compress.add_argument("--seed", type=int, default=0)
     compress.add_argument("--overwrite", action="store_true", help="replace a non-empty --dst")
     compress.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="cache of full-precision exports")
@@ -84,8 +87,10 @@ def _print_summary(metadata: dict, dst: Path) -> None:
 
     size = metadata["model_size_bytes"]
     table = Table(title=f"nncf-hqq: {metadata['source']}", show_header=False)
-    table.add_row("method", f"{metadata['method']} ({metadata['parameters']['mode']}, group size "
-                  f"{metadata['parameters']['group_size']})")
+    table.add_row(
+        "method",
+        f"{metadata['method']} ({metadata['parameters']['mode']}, group size {metadata['parameters']['group_size']})",
+    )
     table.add_row("layers", ", ".join(f"{k}: {v}" for k, v in sorted(metadata["layers_by_precision"].items())))
     table.add_row("mean relative weight error", f"{metadata['mean_relative_error']:.5f}")
     table.add_row("compression time", f"{metadata['compression_seconds']:.1f} s")

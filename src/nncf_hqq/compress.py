@@ -111,4 +111,3 @@ def _check_weight_is_finite(weight_name: str, weight: Tensor) -> None:
 
 def _rt_value(value):
     return value.value if hasattr(value, "value") else value
-

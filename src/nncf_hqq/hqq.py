@@ -336,7 +336,7 @@ class _RowsAlongLastAxis:
 
     def to_rows(self, x: Tensor) -> Tensor:
         x = fns.transpose(x, self._permutation)
-        return x.reshape(self._kept_shape + (-1,))
+        return x.reshape((*self._kept_shape, -1))
 
     def from_rows(self, x: Tensor) -> Tensor:
         x = x.reshape(self._kept_shape + (1,) * len(self._axes))

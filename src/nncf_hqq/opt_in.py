@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import nncf
+
 from nncf_hqq.compress import compress_weights
 from nncf_hqq.compress import nncf_compress_weights
 

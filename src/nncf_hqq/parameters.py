@@ -52,11 +52,14 @@ class AdvancedHQQParameters:
     def validate(self) -> None:
         """Raises nncf.ValidationError naming the first invalid field and what to change."""
         iterations = self.num_iterations
-        if iterations is not None and (not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1):
+        if iterations is not None and (
+            not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1
+        ):
             msg = f"AdvancedHQQParameters.num_iterations must be a positive integer, got {self.num_iterations!r}."
             raise nncf.ValidationError(msg)
-        if not isinstance(self.scale_search_steps, int) or self.scale_search_steps < 0:
-            msg = f"AdvancedHQQParameters.scale_search_steps must be a non-negative integer, got {self.scale_search_steps!r}."
+        steps = self.scale_search_steps
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+            msg = f"AdvancedHQQParameters.scale_search_steps must be a non-negative integer, got {steps!r}."
             raise nncf.ValidationError(msg)
         if not 0.0 < self.lp_norm <= 1.0:
             msg = f"AdvancedHQQParameters.lp_norm must be in (0, 1], got {self.lp_norm!r}."
@@ -69,9 +72,7 @@ class AdvancedHQQParameters:
             raise nncf.ValidationError(msg)
         if not isinstance(self.zero_point_storage, HQQZeroPointStorage):
             choices = [s.value for s in HQQZeroPointStorage]
-            msg = (
-                f"AdvancedHQQParameters.zero_point_storage must be one of {choices}, got {self.zero_point_storage!r}."
-            )
+            msg = f"AdvancedHQQParameters.zero_point_storage must be one of {choices}, got {self.zero_point_storage!r}."
             raise nncf.ValidationError(msg)
 
     def iterations(self, integer_asymmetric: bool) -> int:

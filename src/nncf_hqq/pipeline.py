@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import nncf
 import numpy as np
 import openvino as ov
 
-import nncf
 from nncf_hqq.compress import compress_weights
 from nncf_hqq.export import IR_FILE
 from nncf_hqq.export import check_causal_lm_ir

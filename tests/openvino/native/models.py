@@ -1,12 +1,13 @@
 """Small OpenVINO models for the tests, built from given weights."""
 
-import io
 import zipfile
 from functools import lru_cache
 
 import numpy as np
 import openvino as ov
 from openvino import opset13 as opset
+
+from nncf_hqq.report import constant_value
 
 
 @lru_cache(maxsize=1)
@@ -59,21 +60,6 @@ def mlp_model(up: np.ndarray, gate: np.ndarray, down: np.ndarray, dtype: ov.Type
     h = opset.multiply(h_up, h_gate, name="mul")
     y = opset.matmul(h, _const(down, "down", dtype), False, True, name="down_matmul")
     return ov.Model([opset.result(y, name="y")], [x], "mlp")
-
-
-def constant_value(op: ov.Node) -> np.ndarray:
-    """The value of a Constant; u4/i4 unpacked to one uint8/int8 per element, real types as float32."""
-    element_type = op.get_element_type()
-    shape = tuple(op.get_output_shape(0))
-    if element_type in (ov.Type.u4, ov.Type.i4):
-        packed = op.get_data().view(np.uint8).ravel()
-        nibbles = np.stack([packed & 15, packed >> 4], axis=-1).ravel()[: int(np.prod(shape))]
-        if element_type == ov.Type.i4:
-            nibbles = np.where(nibbles > 7, nibbles.astype(np.int16) - 16, nibbles).astype(np.int8)
-        return nibbles.reshape(shape)
-    if element_type.is_real():
-        return op.get_data(dtype=np.float32).copy()
-    return op.get_data().copy()
 
 
 def constants(model: ov.Model) -> dict[str, np.ndarray]:

@@ -1,12 +1,16 @@
 """HQQ inside NNCF's weight compression of OpenVINO models: accuracy, storage format, chaining, errors."""
 
+import itertools
+
+import nncf
 import numpy as np
 import openvino as ov
 import pytest
-
-import nncf
 from nncf import CompressWeightsMode
+from nncf.quantization.algorithms.weight_compression.config import WeightCompressionConfig
+from nncf.quantization.algorithms.weight_compression.weight_lowering import calculate_integer_quantization_params
 from nncf.tensor import Tensor
+
 from nncf_hqq import HQQ
 from nncf_hqq import AdvancedCompressionParameters
 from nncf_hqq import AdvancedHQQParameters
@@ -19,7 +23,6 @@ from tests.openvino.native.models import constant_types
 from tests.openvino.native.models import constants
 from tests.openvino.native.models import heavy_tailed_weight
 from tests.openvino.native.models import linear_model
-from tests.openvino.native.models import mlp_model
 from tests.openvino.native.models import relative_error
 
 INT4_ASYM = CompressWeightsMode.INT4_ASYM
@@ -41,6 +44,12 @@ def _compress(weights, dtype=ov.Type.f32, **kwargs) -> ov.Model:
     return compress_weights(linear_model(weights, dtype), **kwargs)
 
 
+def _rtn_params(grouped: np.ndarray, config) -> tuple[np.ndarray, np.ndarray]:
+    """NNCF's RTN scale and zero point of weights grouped as [..., g]."""
+    scale, zero_point = calculate_integer_quantization_params(Tensor(grouped), (grouped.ndim - 1,), config)
+    return scale.data, zero_point.data
+
+
 def _lp_objective(weight, scale, zero_point, num_bits=4, p=0.7):
     """Per-group sum |W - s (Q - z)|^p of grouped weights [..., g] (the solver's objective), in float64."""
     weight, scale = weight.astype(np.float64), scale.astype(np.float64)
@@ -54,7 +63,7 @@ def _lp_objective(weight, scale, zero_point, num_bits=4, p=0.7):
 def _assert_same_constants(first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> None:
     """Same constant values in the same order (auto-generated names differ between models)."""
     assert len(first) == len(second)
-    for a, b in zip(first.values(), second.values()):
+    for a, b in zip(first.values(), second.values(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -129,7 +138,7 @@ def test_int8_asym_is_per_channel_with_u8_zero_point():
 @pytest.mark.parametrize("mode", [INT4_ASYM, CompressWeightsMode.INT4_SYM])
 def test_more_iterations_never_increase_the_objective(zero_point_storage, mode):
     up, _, _ = bert_mlp_weights()
-    config = nncf.quantization.algorithms.weight_compression.config.WeightCompressionConfig(mode=mode, group_size=64)
+    config = WeightCompressionConfig(mode=mode, group_size=64)
     grouped = up.reshape(up.shape[0], -1, 64)
     objectives = []
     for iterations in [1, 2, 5, 10, 20, 40]:
@@ -137,25 +146,19 @@ def test_more_iterations_never_increase_the_objective(zero_point_storage, mode):
         scale, zero_point = HQQ.calculate_quantization_params(Tensor(up), (1,), config, params)
         zero_point = None if zero_point is None else zero_point.data
         objectives.append(_lp_objective(grouped, scale.data, zero_point).sum())
-    assert all(b <= a for a, b in zip(objectives, objectives[1:])), objectives
+    assert all(b <= a for a, b in itertools.pairwise(objectives)), objectives
     assert objectives[-1] < objectives[0]
 
 
 @pytest.mark.parametrize("zero_point_storage", list(HQQZeroPointStorage))
 def test_every_group_is_at_least_as_good_as_rtn_in_the_objective(zero_point_storage):
     weight = heavy_tailed_weight((256, 512), seed=3)
-    config = nncf.quantization.algorithms.weight_compression.config.WeightCompressionConfig(
-        mode=INT4_ASYM, group_size=64
-    )
+    config = WeightCompressionConfig(mode=INT4_ASYM, group_size=64)
     grouped = weight.reshape(256, -1, 64)
-    rtn_scale, rtn_zero_point = (
-        nncf.quantization.algorithms.weight_compression.weight_lowering.calculate_integer_quantization_params(
-            Tensor(grouped), (2,), config
-        )
-    )
+    rtn_scale, rtn_zero_point = _rtn_params(grouped, config)
     params = AdvancedHQQParameters(zero_point_storage=zero_point_storage)
     scale, zero_point = HQQ.calculate_quantization_params(Tensor(weight), (1,), config, params)
-    rtn = _lp_objective(grouped, rtn_scale.data, rtn_zero_point.data)
+    rtn = _lp_objective(grouped, rtn_scale, rtn_zero_point)
     hqq = _lp_objective(grouped, scale.data, zero_point.data)
     assert np.all(hqq <= rtn * (1 + 1e-6))
     assert np.mean(hqq < rtn) > 0.5  # and strictly better in most groups
@@ -196,7 +199,7 @@ def test_rt_info_records_hqq_and_survives_save(tmp_path):
     model = _compress({"w": heavy_tailed_weight((64, 128))}, hqq=True, advanced_parameters=F16_ZERO_POINT)
     ov.save_model(model, tmp_path / "model.xml")
     loaded = ov.Core().read_model(tmp_path / "model.xml")
-    info = lambda *key: loaded.get_rt_info(["nncf", "weight_compression", "hqq", *key]).astype(str)  # noqa: E731
+    info = lambda *key: loaded.get_rt_info(["nncf", "weight_compression", "hqq", *key]).astype(str)
     assert info("enabled") == "True"
     assert info("num_iterations") == "None"  # the solver's default for the path
     assert info("scale_search_steps") == "15"
@@ -228,9 +231,7 @@ def test_solver_keeps_integer_zero_points_on_the_grid():
 @pytest.mark.parametrize("clip_extremes", [False, True])
 def test_integer_solver_clips_group_extremes_only_when_allowed(clip_extremes):
     weight = heavy_tailed_weight((256, 512), seed=7)
-    config = nncf.quantization.algorithms.weight_compression.config.WeightCompressionConfig(
-        mode=INT4_ASYM, group_size=64
-    )
+    config = WeightCompressionConfig(mode=INT4_ASYM, group_size=64)
     params = AdvancedHQQParameters(num_iterations=20, clip_extremes=clip_extremes)
     scale, zero_point = HQQ.calculate_quantization_params(Tensor(weight), (1,), config, params)
     grouped, s, z = weight.reshape(256, -1, 64), scale.data, zero_point.data
@@ -242,21 +243,15 @@ def test_integer_solver_clips_group_extremes_only_when_allowed(clip_extremes):
 
 def test_scale_expansion_search_never_clips_and_keeps_the_rtn_safeguard():
     weight = heavy_tailed_weight((256, 512), seed=11)
-    config = nncf.quantization.algorithms.weight_compression.config.WeightCompressionConfig(
-        mode=INT4_ASYM, group_size=64
-    )
+    config = WeightCompressionConfig(mode=INT4_ASYM, group_size=64)
     grouped = weight.reshape(256, -1, 64)
-    rtn_scale, rtn_zero_point = (
-        nncf.quantization.algorithms.weight_compression.weight_lowering.calculate_integer_quantization_params(
-            Tensor(grouped), (2,), config
-        )
-    )
+    rtn_scale, rtn_zero_point = _rtn_params(grouped, config)
     params = AdvancedHQQParameters(scale_search_steps=15)
     scale, zero_point = HQQ.calculate_quantization_params(Tensor(weight), (1,), config, params)
     s, z = scale.data, zero_point.data
     q = np.clip(np.round(grouped / s + z), 0, 15)
     assert np.all(np.abs(grouped - s * (q - z)) / s <= 0.5 + 1e-3)
-    assert np.all(_lp_objective(grouped, s, z) <= _lp_objective(grouped, rtn_scale.data, rtn_zero_point.data) * 1.000001)
+    assert np.all(_lp_objective(grouped, s, z) <= _lp_objective(grouped, rtn_scale, rtn_zero_point) * 1.000001)
     no_search = AdvancedHQQParameters(scale_search_steps=0)
     without = HQQ.calculate_quantization_params(Tensor(weight), (1,), config, no_search)[0].data
     assert not np.array_equal(s, without)

@@ -1,11 +1,11 @@
 """HQQ combined with NNCF's other weight-compression options: AWQ, scale estimation, LoRA correction, ratio."""
 
+import nncf
 import numpy as np
 import openvino as ov
 import pytest
-
-import nncf
 from nncf import CompressWeightsMode
+
 from nncf_hqq import compress_weights
 from tests.openvino.native.models import bert_mlp_weights
 from tests.openvino.native.models import constant_types
@@ -55,13 +55,13 @@ def test_data_aware_awq_with_hqq_compiles_and_tracks_the_float_model():
 
 def test_hqq_refines_scale_estimation_and_keeps_its_output_error():
     """HQQ starts from scale estimation's scales; the layer output error stays within 5% of SE alone."""
-    up, gate, down = bert_mlp_weights()
+    up = bert_mlp_weights()[0]
     data = _dataset(8)
     x = np.concatenate(list(data.get_data()), axis=1)[0]  # [tokens, hidden]
     se = _mlp(scale_estimation=True, dataset=data)
     se_hqq = _mlp(scale_estimation=True, dataset=data, hqq=True)
     assert not np.array_equal(constants(se)["up/scale"], constants(se_hqq)["up/scale"])
-    out_error = lambda model: np.linalg.norm(x @ (decompressed_weight(model, "up_matmul") - up).T)  # noqa: E731
+    out_error = lambda model: np.linalg.norm(x @ (decompressed_weight(model, "up_matmul") - up).T)
     assert out_error(se_hqq) < 1.05 * out_error(se)
 
 

@@ -1,16 +1,16 @@
 """HQQ on unusual weights and bad input: clear errors, exact results where exactness is possible, no lost model."""
 
+import nncf
 import numpy as np
 import openvino as ov
 import pytest
-from openvino import opset13 as opset
-
-import nncf
 from nncf import CompressWeightsMode
 from nncf.quantization.advanced_parameters import GroupSizeFallbackMode
 from nncf.quantization.algorithms.weight_compression.config import WeightCompressionConfig
 from nncf.quantization.algorithms.weight_compression.weight_lowering import calculate_integer_quantization_params
 from nncf.tensor import Tensor
+from openvino import opset13 as opset
+
 from nncf_hqq import HQQ
 from nncf_hqq import AdvancedCompressionParameters
 from nncf_hqq import AdvancedHQQParameters
@@ -98,7 +98,7 @@ def test_unsupported_modes_raise_validation_error_naming_the_supported_ones(mode
 def test_hqq_with_gptq_raises_validation_error():
     model = linear_model({"w": heavy_tailed_weight((64, 128))})
     data = nncf.Dataset([np.zeros((1, 4, 128), np.float32)])
-    with pytest.raises(nncf.ValidationError, match="GPTQ|gptq"):
+    with pytest.raises(nncf.ValidationError, match=r"GPTQ|gptq"):
         _compress(model, gptq=True, dataset=data)
 
 
