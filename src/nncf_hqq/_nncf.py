@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import nncf
 import openvino as ov
 from nncf.common.graph import NNCFGraph
 from nncf.common.logging.track_progress import track
@@ -24,8 +25,6 @@ from nncf.quantization.algorithms.weight_compression.config import WeightCompres
 from nncf.quantization.algorithms.weight_compression.openvino_backend import OVWeightCompressionAlgoBackend
 from nncf.quantization.algorithms.weight_compression.parameters import CompressedWeight
 from nncf.quantization.algorithms.weight_compression.weight_lowering import calculate_integer_quantization_params
-from nncf.quantization.algorithms.weight_compression.weight_lowering import do_integer_dequantization
-from nncf.quantization.algorithms.weight_compression.weight_lowering import do_integer_quantization
 from nncf.quantization.algorithms.weight_compression.weight_lowering import reshape_weight_for_grouped_quantization
 from nncf.tensor import Tensor
 from nncf.tensor import TensorDataType
@@ -38,14 +37,13 @@ __all__ = [
     "WeightCompressionConfig",
     "WeightCompressionParameters",
     "calculate_integer_quantization_params",
-    "do_integer_dequantization",
-    "do_integer_quantization",
     "reshape_weight_for_grouped_quantization",
     "track",
     "weight_compression_class",
 ]
 
-# (algorithm, precomputed parameters or None) -> precomputed parameters for every weight the algorithm handles
+# (model, graph, weights to compress, backend, earlier precomputed parameters or None)
+#     -> precomputed parameters for NNCF's compression step
 PrecomputeFn = Callable[
     [ov.Model, NNCFGraph, list[WeightCompressionParameters], "OVWeightCompressionAlgoBackend", dict | None],
     dict[str, CompressedWeight],
@@ -125,7 +123,7 @@ def _replace_zero_point_with_f16(output_node: ov.Node, const_node_name: str, zer
             return
         stack.extend(inp.get_source_output().get_node() for inp in node.inputs())
     msg = f"Zero point subtract {subtract_name} not found in the compression subgraph."
-    raise RuntimeError(msg)
+    raise nncf.InternalError(msg)
 
 
 def weight_compression_class(

@@ -145,9 +145,20 @@ def compress_llm(
     _seed_everything(options.seed)
 
     ir_file = full_precision_ir(source, cache_dir)
+    temporary_export = source.kind != "openvino" and cache_dir is None
+    try:
+        metadata = _compress_ir(ir_file, dst, options, source.description)
+    finally:
+        if temporary_export:
+            shutil.rmtree(ir_file.parent, ignore_errors=True)
+    return metadata
+
+
+def _compress_ir(ir_file: Path, dst: Path, options: CompressionOptions, description: str) -> dict:
+    """Compresses the full-precision IR into `dst` (written aside, moved into place when complete)."""
     core = ov.Core()
     model = core.read_model(ir_file)
-    check_causal_lm_ir(model, source.description)
+    check_causal_lm_ir(model, description)
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-", dir=dst.parent))
@@ -160,7 +171,7 @@ def compress_llm(
         copy_companion_files(ir_file.parent, partial)
         layers = layer_reports(model, core.read_model(ir_file))
         del model
-        metadata = _metadata(source.description, options, seconds, layers, ir_file, partial / IR_FILE)
+        metadata = _metadata(description, options, seconds, layers, ir_file, partial / IR_FILE)
         (partial / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
         _move_into_place(partial, dst)
     finally:
