@@ -52,8 +52,8 @@ def compress_weights(
 
     With `hqq` true, the scales and zero points of the integer-compressed weights (INT4/INT8, symmetric or
     asymmetric, primary and backup precision) are computed by HQQ's solver instead of round-to-nearest; the
-    model is stored in NNCF's standard compressed format. AWQ runs before HQQ; with scale estimation, HQQ refines
-    the estimated scales (it starts from them and keeps them where it cannot improve its objective).
+    model is stored in NNCF's standard compressed format. AWQ runs before HQQ; with scale estimation, HQQ keeps
+    the estimated parameters of the layers scale estimation handled (`refine_scale_estimation` to refine them).
     Solver parameters are taken from `advanced_parameters.hqq_params` when given
     (`nncf_hqq.AdvancedCompressionParameters`). With `hqq` false or None this is exactly `nncf.compress_weights`.
 

@@ -5,6 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import nncf
+from nncf.common.logging import nncf_logger
 from nncf.tensor import Tensor
 from nncf.tensor import TensorDataType
 from nncf.tensor import functions as fns
@@ -73,24 +74,33 @@ class HQQ:
         :param graph: The model's NNCFGraph.
         :param all_weight_params: The weights to compress and their compression configs.
         :param backend_entity: NNCF weight-compression backend used to read the weights.
-        :param precomputed_compressed_weights: Parameters from an earlier algorithm (scale estimation); HQQ
-            starts from them instead of RTN for those weights and keeps them where it cannot improve on them.
+        :param precomputed_compressed_weights: Parameters from an earlier algorithm (scale estimation). HQQ
+            keeps them, or with `refine_scale_estimation` starts from them and keeps them where it cannot improve.
         :return: Precomputed parameters for NNCF's compression step: the given ones, with HQQ's replacing them
             for the weights HQQ handles.
         """
         result = dict(precomputed_compressed_weights or {})
+        estimated = {name for name, cw in result.items() if cw.scale is not None}
         weight_params = [wp for wp in all_weight_params if self.is_applicable(wp)]
+        if estimated and not self._params.refine_scale_estimation:
+            kept = [wp for wp in weight_params if wp.weight_name in estimated]
+            weight_params = [wp for wp in weight_params if wp.weight_name not in estimated]
+            nncf_logger.info(
+                f"HQQ keeps the scale estimation parameters of {len(kept)} weights and compresses the other "
+                f"{len(weight_params)}; set AdvancedHQQParameters.refine_scale_estimation to refine them."
+            )
         sizes = [wp.num_weights for wp in weight_params]
         for wp in track(weight_params, description="Applying HQQ", weights=sizes):
             weight = backend_entity.get_weight(wp.node_with_weight, wp.weight_port_id, model, graph)
             initial = result.get(wp.weight_name)
+            has_initial = initial is not None and initial.scale is not None
             scale, zero_point = self.calculate_quantization_params(
                 weight,
                 wp.reduction_axes,
                 wp.compression_config,
                 self._params,
-                initial_scale=None if initial is None else initial.scale,
-                initial_zero_point=None if initial is None else initial.zero_point,
+                initial_scale=initial.scale if has_initial else None,
+                initial_zero_point=initial.zero_point if has_initial else None,
             )
             result[wp.weight_name] = CompressedWeight(None, scale, zero_point)
         return result
