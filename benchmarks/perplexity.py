@@ -250,22 +250,32 @@ def markdown(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """Per model: perplexity vs size on disk (left) and every method's perplexity, sorted (right)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     models = sorted({r["model"] for r in rows})
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
-    for ax, model in zip(axes[0], models, strict=True):
-        for r in (r for r in rows if r["model"] == model):
-            label = r["method"] if r["method"] == "fp16" else f"{r['method']} {r['mode']} g{r['group_size']}"
-            ax.scatter(r["size_bytes"] / 2**20, r["ppl"], s=18)
-            ax.annotate(label, (r["size_bytes"] / 2**20, r["ppl"]), fontsize=6)
-        ax.set_title(model)
-        ax.set_xlabel("model size on disk, MiB")
-        ax.set_ylabel("perplexity")
-        ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(len(models), 2, figsize=(13, 4.5 * len(models)), squeeze=False)
+    for (scatter, bars), model in zip(axes, models, strict=True):
+        model_rows = sorted((r for r in rows if r["model"] == model), key=lambda r: r["ppl"])
+        labels = [r["method"] if r["method"] == "fp16" else f"{r['method']} {r['mode']} g{r['group_size']}"
+                  for r in model_rows]  # fmt: skip
+        for r, label in zip(model_rows, labels, strict=True):
+            scatter.scatter(r["size_bytes"] / 2**20, r["ppl"], s=18, label=label)
+        scatter.set_title(f"{model}: perplexity vs size")
+        scatter.set_xlabel("model size on disk, MiB")
+        scatter.set_ylabel("perplexity")
+        scatter.grid(alpha=0.3)
+        scatter.legend(fontsize=6)
+        bars.barh(range(len(model_rows)), [r["ppl"] for r in model_rows], color="tab:blue")
+        bars.set_yticks(range(len(model_rows)), labels, fontsize=7)
+        bars.invert_yaxis()
+        low = min(r["ppl"] for r in model_rows)
+        bars.set_xlim(low * 0.95, max(r["ppl"] for r in model_rows) * 1.02)
+        bars.set_xlabel("perplexity (lower is better)")
+        bars.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     fig.savefig(path, dpi=130)
 
