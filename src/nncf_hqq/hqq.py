@@ -199,9 +199,14 @@ def solve(
     p, beta = params.lp_norm, params.beta
     num_iterations = params.iterations(integer_asymmetric=zero_point is not None and integer_zero_point)
     best_scale, best_zero_point, best_error = scale, zero_point, None
+    group_max = fns.maximum(fns.max(weight, axis=-1, keepdims=True), 0.0)
+    group_min = fns.minimum(fns.min(weight, axis=-1, keepdims=True), 0.0)
+    if zero_point is None and not params.clip_extremes:
+        # |s| that keeps the extremes within half a step of [q_min, q_max]; NNCF's symmetric scale is signed
+        positive_bound = fns.maximum(group_max / (q_max + 0.5), -group_min / (0.5 - q_min))
+        negative_bound = fns.maximum(-group_min / (q_max + 0.5), group_max / (0.5 - q_min))
+        symmetric_no_clip = fns.where(scale > 0, positive_bound, negative_bound)
     if zero_point is not None and integer_zero_point:
-        group_max = fns.maximum(fns.max(weight, axis=-1, keepdims=True), 0.0)
-        group_min = fns.minimum(fns.min(weight, axis=-1, keepdims=True), 0.0)
         if params.scale_search_steps > 0:
             # the starting point competes as a candidate; the iterations start from the search's result
             best_error = _quantize(weight, scale, zero_point, q_min, q_max, p)[-1]
@@ -229,6 +234,8 @@ def solve(
         target = u - shrunk  # what (Q - z) should approximate, in quantisation steps
         if zero_point is None:
             scale = scale * _least_squares_ratio(target, q)
+            if not params.clip_extremes:
+                scale = fns.sign(scale) * fns.maximum(fns.abs(scale), symmetric_no_clip)
         else:
             zero_point = fns.mean(q - target, axis=-1, keepdims=True)
             if not integer_zero_point:  # stored as f16: search among the values the model can hold

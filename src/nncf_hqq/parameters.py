@@ -40,8 +40,8 @@ class AdvancedHQQParameters:
     :param refine_scale_estimation: With scale estimation, let HQQ start from the estimated parameters and keep
         them only where it cannot improve its (data-free) objective. By default HQQ leaves the layers scale
         estimation handled alone: refining them was measured to raise perplexity over scale estimation alone.
-    :param clip_extremes: Let the integer-zero-point solver shrink a group's scale so far that the group's
-        largest weights are clipped. It lowers the lp error, but clipping large weights hurts perplexity.
+    :param clip_extremes: Let the integer-zero-point and symmetric solvers shrink a group's scale so far that the
+        group's largest weights are clipped. It lowers the lp error, but clipping large weights hurts perplexity.
     """
 
     num_iterations: int | None = None

@@ -44,10 +44,10 @@ def _compress(weights, dtype=ov.Type.f32, **kwargs) -> ov.Model:
     return compress_weights(linear_model(weights, dtype), **kwargs)
 
 
-def _rtn_params(grouped: np.ndarray, config) -> tuple[np.ndarray, np.ndarray]:
-    """NNCF's RTN scale and zero point of weights grouped as [..., g]."""
+def _rtn_params(grouped: np.ndarray, config) -> tuple[np.ndarray, np.ndarray | None]:
+    """NNCF's RTN scale and zero point (None in symmetric modes) of weights grouped as [..., g]."""
     scale, zero_point = calculate_integer_quantization_params(Tensor(grouped), (grouped.ndim - 1,), config)
-    return scale.data, zero_point.data
+    return scale.data, None if zero_point is None else zero_point.data
 
 
 def _lp_objective(weight, scale, zero_point, num_bits=4, p=0.7):
@@ -226,6 +226,27 @@ def test_solver_keeps_integer_zero_points_on_the_grid():
     zero_point = Tensor(np.full((32, 4, 1), 8.0, np.float32))
     _, best_zero_point = solve(weight, scale, zero_point, 4, AdvancedHQQParameters(), integer_zero_point=True)
     assert np.all(best_zero_point.data == np.round(best_zero_point.data))
+
+
+@pytest.mark.parametrize("clip_extremes", [False, True])
+def test_symmetric_solver_clips_group_extremes_only_when_allowed(clip_extremes):
+    """NNCF's symmetric RTN clips by design (its extreme maps to +8, stored as 7): HQQ may not clip more."""
+    weight = heavy_tailed_weight((256, 512), seed=8)
+    config = WeightCompressionConfig(mode=CompressWeightsMode.INT4_SYM, group_size=64)
+    grouped = weight.reshape(256, -1, 64)
+
+    def clipped(s: np.ndarray) -> int:
+        q = np.clip(np.round(grouped / s), -8, 7)
+        return int((np.abs(grouped - s * q) / np.abs(s) > 0.5 + 1e-3).sum())
+
+    rtn_scale, _ = _rtn_params(grouped, config)
+    params = AdvancedHQQParameters(clip_extremes=clip_extremes)
+    scale, zero_point = HQQ.calculate_quantization_params(Tensor(weight), (1,), config, params)
+    assert zero_point is None
+    if clip_extremes:
+        assert clipped(scale.data) > 2 * clipped(rtn_scale)
+    else:
+        assert clipped(scale.data) <= clipped(rtn_scale)
 
 
 @pytest.mark.parametrize("clip_extremes", [False, True])
