@@ -10,6 +10,7 @@ from nncf import CompressWeightsMode
 from nncf import Dataset
 from nncf import IgnoredScope
 from nncf import SensitivityMetric
+from nncf.common.logging import nncf_logger
 from nncf.common.utils.backend import BackendType
 from nncf.common.utils.backend import get_backend
 from nncf.quantization.advanced_parameters import AdvancedCompressionParameters as NNCFAdvancedCompressionParameters
@@ -82,6 +83,11 @@ def compress_weights(
 
     hqq_params = getattr(advanced_parameters, "hqq_params", None) or AdvancedHQQParameters()
     _check_hqq_arguments(model, mode, gptq, hqq_params)
+    if mode == CompressWeightsMode.INT4_SYM:
+        nncf_logger.warning(
+            "HQQ with INT4_SYM was measured to give higher perplexity than NNCF's RTN (SmolLM2-135M g128: "
+            "+0.022 NLL per token); INT4_ASYM is where HQQ helps. See benchmarks/RESULTS.md."
+        )
     algorithm = HQQ(hqq_params)
     rt_info = {"enabled": True, **{k: _rt_value(v) for k, v in dataclasses.asdict(hqq_params).items()}}
     weight_compression_cls = weight_compression_class(algorithm.apply, _check_weight_is_finite, "hqq", rt_info)
