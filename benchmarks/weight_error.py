@@ -23,6 +23,8 @@ from benchmarks import weights as weight_sources
 from nncf_hqq import AdvancedCompressionParameters
 from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import compress_weights
+from nncf_hqq.report import constants_by_name
+from nncf_hqq.report import dequantize
 
 # Group sizes that do not divide a layer's channels (SmolLM2's 576 with 128) fall back to a smaller group size
 # (NNCF's ADJUST mode), the same for every method.
@@ -58,19 +60,6 @@ def linear_model(weights: dict[str, np.ndarray]) -> ov.Model:
     return ov.Model(results, list(inputs.values()))
 
 
-def dequantized_weights(model: ov.Model) -> dict[str, np.ndarray]:
-    """W_hat = scale * (q - zero_point) from the compressed constants, computed by OpenVINO per weight."""
-    result = {}
-    for matmul in (op for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"):
-        source = matmul.input_value(1)
-        node = source.get_node()
-        while node.get_type_name() in ("Convert", "Reshape", "Multiply", "Subtract"):
-            node = node.input_value(0).get_node()
-        sub = ov.Model([opset.result(opset.convert(source, ov.Type.f32))], [])
-        result[node.get_friendly_name()] = ov.Core().compile_model(sub, "CPU")({})[0]
-    return result
-
-
 def measure(weights: dict[str, np.ndarray], group_size: int, method: str) -> dict:
     model = linear_model(weights)
     start = time.perf_counter()
@@ -78,12 +67,12 @@ def measure(weights: dict[str, np.ndarray], group_size: int, method: str) -> dic
         model, mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=group_size, all_layers=True, **METHODS[method]
     )
     seconds = time.perf_counter() - start
-    dequantized = dequantized_weights(model)
+    consts = constants_by_name(model)
     sq_err = sq_ref = 0.0
     l1 = []
     for name, weight in weights.items():
         reference = weight.astype(np.float16).astype(np.float64)
-        error = dequantized[name].reshape(reference.shape) - reference
+        error = dequantize(consts, name).reshape(reference.shape) - reference
         sq_err += (error**2).sum()
         sq_ref += (reference**2).sum()
         l1.append(np.abs(error).sum() / np.abs(reference).sum())

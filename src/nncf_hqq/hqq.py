@@ -199,8 +199,9 @@ def solve(
     p, beta = params.lp_norm, params.beta
     num_iterations = params.iterations(integer_asymmetric=zero_point is not None and integer_zero_point)
     best_scale, best_zero_point, best_error = scale, zero_point, None
-    group_max = fns.maximum(fns.max(weight, axis=-1, keepdims=True), 0.0)
-    group_min = fns.minimum(fns.min(weight, axis=-1, keepdims=True), 0.0)
+    if zero_point is None or integer_zero_point:  # the paths that bound or search the scale by the group range
+        group_max = fns.maximum(fns.max(weight, axis=-1, keepdims=True), 0.0)
+        group_min = fns.minimum(fns.min(weight, axis=-1, keepdims=True), 0.0)
     if zero_point is None and not params.clip_extremes:
         # |s| that keeps the extremes within half a step of [q_min, q_max]; NNCF's symmetric scale is signed
         positive_bound = fns.maximum(group_max / (q_max + 0.5), -group_min / (0.5 - q_min))
