@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import nncf
+import numpy as np
 import openvino as ov
 from nncf.common.graph import NNCFGraph
 from nncf.common.logging.track_progress import track
@@ -28,7 +29,11 @@ from nncf.quantization.algorithms.weight_compression.weight_lowering import calc
 from nncf.quantization.algorithms.weight_compression.weight_lowering import reshape_weight_for_grouped_quantization
 from nncf.tensor import Tensor
 from nncf.tensor import TensorDataType
+from nncf.tensor.functions.openvino_numeric import DTYPE_MAP
 from openvino import opset13 as opset
+
+from nncf_hqq.zero_point_offset import add_zero_point_offset
+from nncf_hqq.zero_point_offset import split_zero_point
 
 __all__ = [
     "CompressWeightsMode",
@@ -58,13 +63,38 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
     OpenVINO weight-compression backend that computes precomputed scales/zero points with an extra algorithm
     right before NNCF writes the compressed constants, after AWQ and scale estimation have run.
 
-    Zero points that are not integer-valued are stored as f16 constants (`Constant(f16) -> Subtract`) instead of
-    NNCF's u4/u8 zero point, which would silently truncate them.
+    Zero points that are not integer-valued would be silently truncated by NNCF's u4/u8 zero point constant. They
+    are stored either as f16 constants (`Constant(f16) -> Subtract`), or, with `zero_point_offsets`, split into
+    NNCF's integer zero point and a per-group offset added after the MatMul (see `add_zero_point_offset`).
     """
 
-    def __init__(self, model: ov.Model, precompute: PrecomputeFn):
+    def __init__(self, model: ov.Model, precompute: PrecomputeFn, zero_point_offsets: bool = False):
         super().__init__(model)
         self._precompute = precompute
+        self._zero_point_offsets = zero_point_offsets
+        self._offsets: dict[str, np.ndarray] = {}  # weight constant name -> f16 offsets, in the scale's layout
+
+    def supports_zero_point_offset(self, wp: WeightCompressionParameters) -> bool:
+        """
+        Whether the weight's zero point can be stored as an integer one plus per-group offsets: it is the 2-D
+        second input of a MatMul (its only consumer), grouped along the MatMul's contraction axis, and the
+        activation has a static rank and a static number of input features.
+        """
+        matmul = self.name_to_node_mapping.get(wp.node_with_weight.node_name)
+        const = self.name_to_node_mapping.get(_constant_name(wp))
+        if matmul is None or const is None or matmul.get_type_name() != "MatMul" or wp.weight_port_id != 1:
+            return False
+        attributes = matmul.get_attributes()
+        shape = const.get_output_partial_shape(0)
+        if attributes["transpose_a"] or shape.rank.get_length() != 2:
+            return False
+        if [n.get_friendly_name() for n in _consumers_through_converts(const)] != [matmul.get_friendly_name()]:
+            return False
+        contraction_axis = 1 if attributes["transpose_b"] else 0
+        if tuple(a % 2 for a in wp.reduction_axes) != (contraction_axis,):
+            return False
+        activation = matmul.input_value(0).get_partial_shape()
+        return activation.rank.is_static and activation.rank.get_length() >= 2 and activation[-1].is_static
 
     def transform_model(
         self,
@@ -80,7 +110,16 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
         if not isinstance(weight_compression_parameters, track):
             weight_compression_parameters = all_weight_params
         precomputed = self._precompute(model, graph, all_weight_params, self, precomputed_compressed_weights)
-        return super().transform_model(model, graph, weight_compression_parameters, precomputed, *args, **kwargs)
+        matmuls = {
+            _constant_name(wp): self.name_to_node_mapping[wp.node_with_weight.node_name] for wp in all_weight_params
+        }
+        self._offsets = {}
+        model = super().transform_model(model, graph, weight_compression_parameters, precomputed, *args, **kwargs)
+        groupsums: dict = {}
+        for const_name, offset in self._offsets.items():
+            add_zero_point_offset(matmuls[const_name], offset, f"{const_name}/zero_point_offset", groupsums)
+        self._offsets = {}
+        return model
 
     def _create_compression_subgraph(
         self,
@@ -104,22 +143,47 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
             precomputed_compressed_weight,
         )
         zero_point = compressed_weight.zero_point
-        if zero_point is not None and zero_point.dtype in _FLOAT_DTYPES:
-            _replace_zero_point_with_f16(mul, const_node_name, zero_point)
+        if zero_point is None or zero_point.dtype not in _FLOAT_DTYPES:
+            return mul, compressed_weight
+        zero_point = zero_point.as_numpy_tensor().data.astype(np.float32)
+        name = f"{const_node_name}/zero_point"
+        if not self._zero_point_offsets:
+            _replace_zero_point(mul, const_node_name, opset.constant(zero_point, dtype=ov.Type.f16, name=name))
+            return mul, compressed_weight
+        scale = compressed_weight.scale.as_numpy_tensor().data
+        integer_zero_point, self._offsets[const_node_name] = split_zero_point(
+            scale, zero_point, compression_config.num_bits
+        )
+        zero_point_type = DTYPE_MAP[compression_config.compression_dtype]
+        integer_const = opset.constant(integer_zero_point.astype(np.uint8), dtype=zero_point_type, name=name)
+        _replace_zero_point(mul, const_node_name, opset.convert(integer_const, ov.Type.f16))
         return mul, compressed_weight
 
 
-def _replace_zero_point_with_f16(output_node: ov.Node, const_node_name: str, zero_point) -> None:
-    """Replaces `Constant(u4 zero point) -> Convert(f16)` under `output_node` by a `Constant(f16)` zero point."""
+def _constant_name(wp: WeightCompressionParameters) -> str:
+    return wp.node_with_weight.layer_attributes.constant_attributes[wp.weight_port_id]["name"]
+
+
+def _consumers_through_converts(node: ov.Node) -> list[ov.Node]:
+    """The nodes that use `node`'s output, looking through Convert nodes."""
+    consumers = []
+    for target in node.output(0).get_target_inputs():
+        consumer = target.get_node()
+        if consumer.get_type_name() == "Convert":
+            consumers.extend(_consumers_through_converts(consumer))
+        else:
+            consumers.append(consumer)
+    return consumers
+
+
+def _replace_zero_point(output_node: ov.Node, const_node_name: str, zero_point: ov.Node) -> None:
+    """Makes `zero_point` the zero point input of the Subtract of the compression subgraph under `output_node`."""
     subtract_name = f"{const_node_name}/zero_point/subtract"
     stack = [output_node]
     while stack:
         node = stack.pop()
         if node.get_friendly_name() == subtract_name:
-            f16_zero_point = opset.constant(
-                zero_point.as_numpy_tensor().data, dtype=ov.Type.f16, name=f"{const_node_name}/zero_point"
-            )
-            node.input(1).replace_source_output(f16_zero_point.output(0))
+            node.input(1).replace_source_output(zero_point.output(0))
             return
         stack.extend(inp.get_source_output().get_node() for inp in node.inputs())
     msg = f"Zero point subtract {subtract_name} not found in the compression subgraph."
@@ -131,11 +195,13 @@ def weight_compression_class(
     check_weight: Callable[[str, Tensor], None],
     rt_info_key: str,
     rt_info: dict[str, Any],
+    zero_point_offsets: bool = False,
 ) -> type[WeightCompression]:
     """
     Returns a `WeightCompression` subclass that
     - calls `check_weight(name, weight)` on every weight to compress before anything changes the model,
     - runs `precompute` on the weights right before NNCF compresses them (after AWQ and scale estimation),
+    - stores float zero points as f16, or with `zero_point_offsets` as integer ones plus per-group offsets,
     - records `rt_info` in the model under `nncf/weight_compression/<rt_info_key>/`.
     """
 
@@ -148,7 +214,7 @@ def weight_compression_class(
             return (all_weight_params, *rest)
 
         def set_backend_entity(self, model: ov.Model) -> None:
-            self._backend_entity = PrecomputedParamsOVBackend(model, precompute)
+            self._backend_entity = PrecomputedParamsOVBackend(model, precompute, zero_point_offsets)
 
         def apply_with_parameters(self, model, graph, *args, **kwargs):
             model = super().apply_with_parameters(model, graph, *args, **kwargs)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import nncf
 
+from nncf_hqq.parameters import HQQZeroPointStorage
 from nncf_hqq.pipeline import CompressionOptions
 from nncf_hqq.pipeline import compress_llm
 
@@ -36,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--ratio", type=float, default=1.0, help="share of 4-bit layers (the rest INT8)")
     compress.add_argument("--awq", action="store_true", help="data-free AWQ before compression")
     compress.add_argument("--keep-lm-head-fp16", action="store_true", help="leave the output projection uncompressed")
-    compress.add_argument("--zero-point", choices=["int", "float16"], default="int", help="HQQ zero point storage")
+    compress.add_argument(
+        "--zero-point", choices=[s.value for s in HQQZeroPointStorage], default="int", help="HQQ zero point storage"
+    )
     compress.add_argument(
         "--iterations", type=int, help="HQQ solver iterations (default: 1 with --zero-point int, else 20)"
     )

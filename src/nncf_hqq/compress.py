@@ -24,6 +24,7 @@ from nncf_hqq._nncf import weight_compression_class
 from nncf_hqq.hqq import HQQ
 from nncf_hqq.hqq import SUPPORTED_MODES
 from nncf_hqq.parameters import AdvancedHQQParameters
+from nncf_hqq.parameters import HQQZeroPointStorage
 
 TModel = TypeVar("TModel")
 
@@ -90,7 +91,10 @@ def compress_weights(
         )
     algorithm = HQQ(hqq_params)
     rt_info = {"enabled": True, **{k: _rt_value(v) for k, v in dataclasses.asdict(hqq_params).items()}}
-    weight_compression_cls = weight_compression_class(algorithm.apply, _check_weight_is_finite, "hqq", rt_info)
+    offsets = hqq_params.zero_point_storage == HQQZeroPointStorage.OFFSET
+    weight_compression_cls = weight_compression_class(
+        algorithm.apply, _check_weight_is_finite, "hqq", rt_info, zero_point_offsets=offsets
+    )
     with nncf_rt_info_restored_on_error(model), openvino_weight_compression_class(weight_compression_cls):
         return nncf_compress_weights(model, **nncf_kwargs)
 

@@ -1,5 +1,6 @@
 """HQQ: Half-Quadratic Quantization (Badri & Shaji, 2023) for NNCF's integer weight compression."""
 
+import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -89,6 +90,21 @@ class HQQ:
                 f"HQQ keeps the scale estimation parameters of {len(kept)} weights and compresses the other "
                 f"{len(weight_params)}; set AdvancedHQQParameters.refine_scale_estimation to refine them."
             )
+        integer_params = dataclasses.replace(self._params, zero_point_storage=HQQZeroPointStorage.INTEGER)
+        offset_storage = self._params.zero_point_storage == HQQZeroPointStorage.OFFSET
+        integer_fallback = {
+            wp.weight_name
+            for wp in weight_params
+            if offset_storage
+            and wp.compression_config.is_asym_mode
+            and not backend_entity.supports_zero_point_offset(wp)
+        }
+        if integer_fallback:
+            nncf_logger.info(
+                f"HQQ keeps integer zero points for {len(integer_fallback)} weights that are not the weight of a "
+                "single MatMul, which the zero point offset storage needs."
+            )
+            nncf_logger.debug(f"Weights with integer zero points: {sorted(integer_fallback)}")
         sizes = [wp.num_weights for wp in weight_params]
         for wp in track(weight_params, description="Applying HQQ", weights=sizes):
             weight = backend_entity.get_weight(wp.node_with_weight, wp.weight_port_id, model, graph)
@@ -98,7 +114,7 @@ class HQQ:
                 weight,
                 wp.reduction_axes,
                 wp.compression_config,
-                self._params,
+                integer_params if wp.weight_name in integer_fallback else self._params,
                 initial_scale=initial.scale if has_initial else None,
                 initial_zero_point=initial.zero_point if has_initial else None,
             )
@@ -124,8 +140,8 @@ class HQQ:
         :param params: Solver parameters.
         :param initial_scale: Starting scale (e.g. from scale estimation); RTN's when None.
         :param initial_zero_point: Starting zero point, with `initial_scale`.
-        :return: The scale (float32) and the zero point: int32 on the integer grid, float32 for the FLOAT16
-            zero point storage, None for symmetric modes.
+        :return: The scale (float32) and the zero point: int32 on the integer grid, float32 for the FLOAT16 and
+            OFFSET zero point storages, None for symmetric modes.
         """
         params = params if params is not None else AdvancedHQQParameters()
         if config.mode not in SUPPORTED_MODES:
@@ -146,14 +162,13 @@ class HQQ:
         zero_point = None
         if config.is_asym_mode:
             zero_point = rows.to_rows(initial_zero_point.astype(TensorDataType.float32))
-        integer_zero_point = params.zero_point_storage == HQQZeroPointStorage.INTEGER
-        scale, zero_point = solve_in_row_blocks(
-            rows.to_rows(weight), scale, zero_point, config.num_bits, params, integer_zero_point
-        )
+        storage = params.zero_point_storage
+        scale, zero_point = solve_in_row_blocks(rows.to_rows(weight), scale, zero_point, config.num_bits, params)
 
         scale = rows.from_rows(scale)
         if zero_point is not None:
-            zero_point = rows.from_rows(zero_point.astype(TensorDataType.int32) if integer_zero_point else zero_point)
+            integer = storage == HQQZeroPointStorage.INTEGER
+            zero_point = rows.from_rows(zero_point.astype(TensorDataType.int32) if integer else zero_point)
         return scale, zero_point
 
 
@@ -163,7 +178,6 @@ def solve(
     zero_point: Tensor | None,
     num_bits: int,
     params: AdvancedHQQParameters,
-    integer_zero_point: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """
     The half-quadratic proximal solver over groups of weights along the last axis.
@@ -178,8 +192,9 @@ def solve(
                                                                    and the scale absorbs the rest (least squares)
         s  <- s <u - E, Q> / |Q|^2                                symmetric modes (no zero point)
 
-    With an integer zero point and `params.scale_search_steps` > 0, the iterations start from the best
-    expanded scale found by `_scale_expansion_search`, the given (s, z) remaining a candidate.
+    With the FLOAT16 zero point storage, z takes f16 values (the precision it is stored in); with OFFSET, any
+    float32 value. With the INTEGER or OFFSET storage and `params.scale_search_steps` > 0, the iterations start
+    from the best expanded scale found by `_scale_expansion_search`, the given (s, z) remaining a candidate.
     Per group, the result is the candidate with the lowest phi: never worse than the given (s, z), and never
     worse with more iterations (a group's result stops changing once it stops improving).
 
@@ -187,9 +202,7 @@ def solve(
     :param scale: Initial scale, [..., 1].
     :param zero_point: Initial zero point, [..., 1]; None for symmetric quantisation.
     :param num_bits: Bit width of the integer grid.
-    :param params: Solver parameters.
-    :param integer_zero_point: Keep the zero point on the integer grid (asymmetric modes); otherwise it takes
-        f16 values (the precision it is stored in).
+    :param params: Solver parameters, `params.zero_point_storage` among them.
     :return: Best scale and zero point, [..., 1].
     """
     if zero_point is None:
@@ -197,9 +210,12 @@ def solve(
     else:
         q_min, q_max = 0, 2**num_bits - 1
     p, beta = params.lp_norm, params.beta
-    num_iterations = params.iterations(integer_asymmetric=zero_point is not None and integer_zero_point)
+    storage = params.zero_point_storage
+    integer_zero_point = zero_point is not None and storage == HQQZeroPointStorage.INTEGER
+    search = zero_point is not None and storage != HQQZeroPointStorage.FLOAT16 and params.scale_search_steps > 0
+    num_iterations = params.iterations(integer_asymmetric=integer_zero_point)
     best_scale, best_zero_point, best_error = scale, zero_point, None
-    if zero_point is None or integer_zero_point:  # the paths that bound or search the scale by the group range
+    if zero_point is None or integer_zero_point or search:  # the paths that bound or search the scale by the range
         group_max = fns.maximum(fns.max(weight, axis=-1, keepdims=True), 0.0)
         group_min = fns.minimum(fns.min(weight, axis=-1, keepdims=True), 0.0)
     if zero_point is None and not params.clip_extremes:
@@ -207,13 +223,11 @@ def solve(
         positive_bound = fns.maximum(group_max / (q_max + 0.5), -group_min / (0.5 - q_min))
         negative_bound = fns.maximum(-group_min / (q_max + 0.5), group_max / (0.5 - q_min))
         symmetric_no_clip = fns.where(scale > 0, positive_bound, negative_bound)
-    if zero_point is not None and integer_zero_point:
-        if params.scale_search_steps > 0:
-            # the starting point competes as a candidate; the iterations start from the search's result
-            best_error = _quantize(weight, scale, zero_point, q_min, q_max, p)[-1]
-            scale, zero_point = _scale_expansion_search(
-                weight, group_min, group_max, scale, q_min, q_max, params.scale_search_steps
-            )
+    if search:  # the starting point competes as a candidate; the iterations start from the search's result
+        best_error = _quantize(weight, scale, zero_point, q_min, q_max, p)[-1]
+        scale, zero_point = _scale_expansion_search(
+            weight, group_min, group_max, scale, q_min, q_max, params.scale_search_steps
+        )
 
     for iteration in range(num_iterations + 1):
         u, q, residual, abs_residual, abs_residual_p, error = _quantize(weight, scale, zero_point, q_min, q_max, p)
@@ -239,9 +253,9 @@ def solve(
                 scale = fns.sign(scale) * fns.maximum(fns.abs(scale), symmetric_no_clip)
         else:
             zero_point = fns.mean(q - target, axis=-1, keepdims=True)
-            if not integer_zero_point:  # stored as f16: search among the values the model can hold
+            if storage == HQQZeroPointStorage.FLOAT16:  # search among the values the model can hold
                 zero_point = zero_point.astype(TensorDataType.float16).astype(TensorDataType.float32)
-            else:
+            elif integer_zero_point:
                 zero_point = fns.clip(fns.round(zero_point), q_min, q_max)
                 scale = scale * _least_squares_ratio(target, q - zero_point)
                 if not params.clip_extremes:
@@ -306,7 +320,6 @@ def solve_in_row_blocks(
     zero_point: Tensor | None,
     num_bits: int,
     params: AdvancedHQQParameters,
-    integer_zero_point: bool = True,
     block_rows: int = ROW_BLOCK,
 ) -> tuple[Tensor, Tensor | None]:
     """
@@ -321,7 +334,7 @@ def solve_in_row_blocks(
     def solve_block(start: int) -> tuple[Tensor, Tensor | None]:
         block = slice(start, start + block_rows)
         block_zero_point = None if zero_point is None else zero_point[block]
-        return solve(weight[block], scale[block], block_zero_point, num_bits, params, integer_zero_point)
+        return solve(weight[block], scale[block], block_zero_point, num_bits, params)
 
     if len(starts) == 1:
         results = [solve_block(0)]

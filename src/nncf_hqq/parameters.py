@@ -16,10 +16,15 @@ class HQQZeroPointStorage(Enum):
         integer grid and refits the scale, so the model runs with the same kernels as an RTN model.
     :param FLOAT16: the solver's float zero point as an f16 constant; more accurate, but OpenVINO's CPU plugin
         then disables dynamic activation quantization for the MatMul (slower inference).
+    :param OFFSET: the float zero point split exactly into NNCF's integer one and a per-group offset,
+        s (q - z) = s (q - z_int) + d with d = s (z_int - z): the MatMul keeps NNCF's standard INT4 pattern and
+        an extra, g times smaller one adds the offsets, y = x W_int^T + groupsum(x) D^T. MatMul weights only (other
+        weights fall back to INTEGER).
     """
 
     INTEGER = "int"
     FLOAT16 = "float16"
+    OFFSET = "offset"
 
 
 @dataclass
@@ -33,10 +38,10 @@ class AdvancedHQQParameters:
     :param beta: Initial penalty weight of the half-quadratic split.
     :param kappa: Growth factor of beta per iteration (beta is annealed towards the hard constraint).
     :param zero_point_storage: Storage of asymmetric zero points, see `HQQZeroPointStorage`.
-    :param scale_search_steps: With an integer zero point, first search the scales (1 + 0.02 k) s_RTN,
-        k = 0..steps (never clipping), with integer zero points, for the least L2 error, and start the proximal
-        iterations from there; 0 starts from RTN. This search is where the integer path's perplexity gain was
-        measured to come from.
+    :param scale_search_steps: With the INTEGER or OFFSET zero point storage, first search the scales
+        (1 + 0.02 k) s_RTN, k = 0..steps (never clipping), with integer zero points, for the least L2 error, and
+        start the proximal iterations from there; 0 starts from RTN. This search is where the integer path's
+        perplexity gain was measured to come from.
     :param refine_scale_estimation: With scale estimation, let HQQ start from the estimated parameters and keep
         them only where it cannot improve its (data-free) objective. By default HQQ leaves the layers scale
         estimation handled alone: refining them was measured to raise perplexity over scale estimation alone.

@@ -41,7 +41,7 @@ class CompressionOptions:
     :param ratio: Share of the 4-bit layers' weights kept at 4 bits (the rest INT8), in (0, 1].
     :param awq: Data-free AWQ before compression.
     :param keep_lm_head_fp16: Leave the output projection (and an embedding tied to it) uncompressed.
-    :param zero_point: HQQ zero point storage, "int" or "float16".
+    :param zero_point: HQQ zero point storage, "int", "float16" or "offset" (`HQQZeroPointStorage`).
     :param iterations: HQQ solver iterations; None: the solver's default for the zero point storage.
     :param seed: Seed of every random generator involved (the pipeline is deterministic for a fixed seed).
     """
@@ -76,7 +76,8 @@ class CompressionOptions:
         if self.bits == 8 and (self.ratio != 1.0 or self.awq):
             raise nncf.ValidationError("--ratio and --awq apply to 4-bit compression only.")
         if self.sym and self.zero_point != "int":
-            raise nncf.ValidationError("--zero-point float16 needs asymmetric quantization: drop --sym.")
+            msg = f"--zero-point {self.zero_point} needs asymmetric quantization: drop --sym."
+            raise nncf.ValidationError(msg)
         if self.method == "rtn" and (self.zero_point != "int" or self.iterations is not None):
             raise nncf.ValidationError("--zero-point and --iterations are HQQ options: use them with --method hqq.")
         AdvancedHQQParameters(num_iterations=self.iterations, zero_point_storage=self.zero_point).validate()

@@ -27,12 +27,20 @@ def constants_by_name(model: ov.Model) -> dict[str, ov.Node]:
 
 
 def dequantize(consts: dict[str, ov.Node], name: str) -> np.ndarray:
-    """scale * (q - zero_point) of the NNCF-compressed weight `name` (in its grouped shape)."""
+    """
+    scale * (q - zero_point) (+ the per-group zero point offset, if stored) of the NNCF-compressed weight `name`,
+    in its grouped shape.
+    """
     q = constant_value(consts[name]).astype(np.float32)
     zero_point = consts.get(f"{name}/zero_point")
     if zero_point is not None:
         q = q - constant_value(zero_point).astype(np.float32)
-    return q * constant_value(consts[f"{name}/scale"])
+    scale = constant_value(consts[f"{name}/scale"])
+    dequantized = q * scale
+    offset = consts.get(f"{name}/zero_point_offset")
+    if offset is not None:  # one per group, in the order of the scales
+        dequantized = dequantized + constant_value(offset).reshape(scale.shape)
+    return dequantized
 
 
 def layer_reports(compressed: ov.Model, reference: ov.Model) -> list[dict]:

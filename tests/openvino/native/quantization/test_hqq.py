@@ -224,7 +224,7 @@ def test_solver_keeps_integer_zero_points_on_the_grid():
     weight = Tensor(heavy_tailed_weight((32, 4, 64)))
     scale = Tensor(np.full((32, 4, 1), 0.02, np.float32))
     zero_point = Tensor(np.full((32, 4, 1), 8.0, np.float32))
-    _, best_zero_point = solve(weight, scale, zero_point, 4, AdvancedHQQParameters(), integer_zero_point=True)
+    _, best_zero_point = solve(weight, scale, zero_point, 4, AdvancedHQQParameters())
     assert np.all(best_zero_point.data == np.round(best_zero_point.data))
 
 

@@ -1,0 +1,57 @@
+"""
+The zero point offset storage: a float zero point as NNCF's integer one plus a per-group offset.
+
+For a group with scale s and float zero point z, s (q - z) = s (q - z_int) + d with d = s (z_int - z). For a MatMul
+whose weight W is grouped along the contraction axis in groups of g,
+
+    x W^T = x W_int^T + groupsum(x) D^T,    groupsum(x)_j = sum of x over the j-th group of g input features,
+
+where W_int is NNCF's standard compressed weight (integer zero point: the fast INT4 kernels apply) and D holds
+the offsets d, [out, in / g], a MatMul g times smaller.
+"""
+
+import numpy as np
+import openvino as ov
+from openvino import opset13 as opset
+
+
+def split_zero_point(scale: np.ndarray, zero_point: np.ndarray, num_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """
+    (z_int, d): the integer zero point nearest z on the unsigned `num_bits` grid and the f16 offsets
+    d = s (z_int - z), computed with the scale as the model stores it (f16).
+    """
+    integer_zero_point = np.clip(np.round(zero_point), 0, 2**num_bits - 1)
+    stored_scale = np.asarray(scale).astype(np.float16).astype(np.float32)
+    offset = stored_scale * (integer_zero_point - np.asarray(zero_point, dtype=np.float32))
+    return integer_zero_point.astype(np.uint8), offset.astype(np.float16)
+
+
+def add_zero_point_offset(matmul: ov.Node, offset: np.ndarray, name: str, groupsums: dict | None = None) -> ov.Node:
+    """
+    Adds per-group weight offsets D to a MatMul y = x W^T (or x W) whose weight is grouped along the contraction
+    axis in groups of g:  y + groupsum(x) D^T (or groupsum(x) D), groupsum(x) summing each g consecutive
+    features of x. D is stored as an f16 Constant `name`, [out, in / g] (or [in / g, out]). `groupsums` caches
+    groupsum(x) per (activation, g), so MatMuls sharing an input share it. Returns the Add.
+    """
+    transpose_b = matmul.get_attributes()["transpose_b"]
+    activation = matmul.input_value(0)
+    in_features = activation.get_partial_shape()[-1].get_length()
+    out_features = matmul.input_value(1).get_partial_shape()[0 if transpose_b else 1].get_length()
+    num_groups = offset.size // out_features
+    offset = offset.reshape((out_features, num_groups) if transpose_b else (num_groups, out_features))
+    group_size = in_features // num_groups
+    key = (activation.get_node().get_friendly_name(), activation.get_index(), group_size)
+    groupsums = {} if groupsums is None else groupsums
+    if key not in groupsums:
+        rank = activation.get_partial_shape().rank.get_length()
+        grouped_shape = opset.constant([0] * (rank - 1) + [num_groups, group_size], dtype=ov.Type.i64)
+        grouped = opset.reshape(activation, grouped_shape, special_zero=True)
+        groupsums[key] = opset.reduce_sum(grouped, opset.constant(-1, ov.Type.i64), keep_dims=False)
+    offset_const = opset.constant(offset, dtype=ov.Type.f16, name=name)
+    offset_weight = opset.convert(offset_const, activation.get_element_type())
+    correction = opset.matmul(groupsums[key], offset_weight, False, transpose_b, name=f"{name}/matmul")
+    targets = matmul.output(0).get_target_inputs()
+    add = opset.add(matmul, correction, name=f"{name}/add")
+    for target in targets:
+        target.replace_source_output(add.output(0))
+    return add
