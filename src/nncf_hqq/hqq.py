@@ -6,8 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import nncf
+import numpy as np
 from nncf.common.logging import nncf_logger
 from nncf.tensor import Tensor
+from nncf.tensor import TensorBackend
 from nncf.tensor import TensorDataType
 from nncf.tensor import functions as fns
 
@@ -297,13 +299,16 @@ def _scale_expansion_search(
     """
     best_scale, best_zero_point, best_error = None, None, None
     for k in range(steps + 1):
-        candidate_scale = scale * (1.0 + k * step)
+        expansion = 1.0 + k * step
+        candidate_scale = scale * expansion
+        u = weight / candidate_scale
         aligned = fns.round(q_min - group_min / candidate_scale)
         centred = fns.round((q_min + q_max) / 2 - (group_max + group_min) / (2 * candidate_scale))
         for candidate_zero_point in (aligned, centred):
             candidate_zero_point = fns.clip(candidate_zero_point, q_min, q_max)
-            q = fns.clip(fns.round(weight / candidate_scale + candidate_zero_point), q_min, q_max)
-            error = fns.sum((weight - candidate_scale * (q - candidate_zero_point)) ** 2, axis=-1, keepdims=True)
+            shifted = u + candidate_zero_point
+            residual = shifted - fns.clip(fns.round(shifted), q_min, q_max)  # (W - s (Q - z)) / s
+            error = _sum_of_squares(residual) * expansion**2  # the L2 error over s_0^2, which all candidates share
             if best_error is None:
                 best_scale, best_zero_point, best_error = candidate_scale, candidate_zero_point, error
                 continue
@@ -344,6 +349,13 @@ def solve_in_row_blocks(
     best_scale = fns.concatenate([r[0] for r in results], axis=0)
     best_zero_point = None if zero_point is None else fns.concatenate([r[1] for r in results], axis=0)
     return best_scale, best_zero_point
+
+
+def _sum_of_squares(x: Tensor) -> Tensor:
+    """sum(x^2) over the last axis, kept. numpy's einsum does it in one pass (about 5x faster than x*x, sum)."""
+    if x.backend == TensorBackend.numpy:
+        return Tensor(np.einsum("...i,...i->...", x.data, x.data)[..., None])
+    return fns.sum(x * x, axis=-1, keepdims=True)
 
 
 def _least_squares_ratio(target: Tensor, levels: Tensor) -> Tensor:
