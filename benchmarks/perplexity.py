@@ -122,13 +122,15 @@ METHODS = [
     Method("hqq-u4-grid-p1", _hqq(scale_search_steps=15, num_iterations=20, lp_norm=1.0)),
     Method("grid-1iter", _hqq(scale_search_steps=15, num_iterations=1)),
     Method("hqq-f16zp", _hqq(zero_point_storage="float16")),
+    Method("hqq-offset", _hqq(zero_point_storage="offset")),
+    Method("hqq-offset-nosearch", _hqq(zero_point_storage="offset", scale_search_steps=0)),
     Method("awq-df+rtn", {"awq": True}),
     Method("awq-df+hqq-u4", {"awq": True, **_hqq()}),
     Method("awq+se", {"awq": True, "scale_estimation": True}, data_aware=True),
     Method("gptq+se", {"gptq": True, "scale_estimation": True}, data_aware=True),
     Method("awq+se+hqq-u4", {"awq": True, "scale_estimation": True, **_hqq()}, data_aware=True),
 ]
-QUICK_METHODS = ["fp16", "rtn", "hqq-u4", "hqq-f16zp"]
+QUICK_METHODS = ["fp16", "rtn", "hqq-u4", "hqq-f16zp", "hqq-offset"]
 CONFIGS = [("int4_asym", 64), ("int4_asym", 128), ("int4_sym", 128)]
 
 
@@ -193,23 +195,14 @@ def window_nlls(model_dir: Path, windows: np.ndarray) -> np.ndarray:
 
 def generation_speed(model_dir: Path, prompt_ids: np.ndarray, new_tokens: int = 64) -> tuple[float, float]:
     """(first-token latency in s, tokens/s of the following greedy steps) at batch 1, median of 3 runs."""
-    import torch
     from optimum.intel import OVModelForCausalLM
 
+    from benchmarks.inference_speed import generation_run
+
     model = OVModelForCausalLM.from_pretrained(model_dir, compile=True)
-    ids = torch.from_numpy(prompt_ids[None])
-    kwargs = {"attention_mask": torch.ones_like(ids), "do_sample": False}
-    model.generate(ids, max_new_tokens=4, min_new_tokens=4, **kwargs)  # warm-up
-    first, total = [], []
-    for _ in range(3):
-        start = time.perf_counter()
-        model.generate(ids, max_new_tokens=1, min_new_tokens=1, **kwargs)
-        first.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        model.generate(ids, max_new_tokens=new_tokens + 1, min_new_tokens=new_tokens + 1, **kwargs)
-        total.append(time.perf_counter() - start)
-    latency = float(np.median(first))
-    return latency, new_tokens / max(float(np.median(total)) - latency, 1e-9)
+    generation_run(model, prompt_ids, 4)  # warm-up
+    first, speed = zip(*(generation_run(model, prompt_ids, new_tokens) for _ in range(3)), strict=True)
+    return float(np.median(first)), float(np.median(speed))
 
 
 def model_size(model_dir: Path) -> int:
@@ -295,9 +288,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wikitext", type=Path, help="local WikiText-2-raw-v1 test text file")
     parser.add_argument("--cache-dir", type=Path, default=Path("cache"))
     parser.add_argument("--out-dir", type=Path, default=Path("outputs/perplexity"))
-    parser.add_argument("--quick", action="store_true", help="SmolLM2, fp16/RTN/HQQ, int4_asym g64, 4k tokens")
+    parser.add_argument(
+        "--quick", action="store_true", help="SmolLM2, fp16, RTN and the HQQ storages, int4_asym g64, 4k tokens"
+    )
     parser.add_argument("--no-speed", action="store_true", help="skip the generation speed measurement")
+    parser.add_argument(
+        "--merge", nargs="+", type=Path, metavar="RESULTS_JSON",
+        help="no run: combine the rows of earlier runs (same corpus, windows and tokens) into one report",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.merge:
+        write_report(*merged_rows(args.merge), {}, args.out_dir)
+        return
     if args.quick:
         args.methods, args.configs = QUICK_METHODS, ["int4_asym:64"]
         args.window, args.max_tokens = min(args.window, 512), min(args.max_tokens, 4096)
@@ -333,17 +335,41 @@ def main(argv: list[str] | None = None) -> None:
             })  # fmt: skip
             shutil.rmtree(out_dir, ignore_errors=True)
 
+    write_report(rows, corpus_label, notes, args.out_dir)
+
+
+def merged_rows(results_files: list[Path]) -> tuple[list[dict], str]:
+    """The rows of several results.json files (a later file's row replaces an earlier one's), and the corpus."""
+    by_key, corpora = {}, set()
+    for path in results_files:
+        results = json.loads(path.read_text())
+        corpora.add(results["corpus"])
+        for row in results["rows"]:
+            by_key[(row["model"], row["mode"], row["group_size"], row["method"])] = row
+    if len(corpora) != 1:
+        raise SystemExit(f"--merge: the results are on different corpora: {sorted(corpora)}")
+    rows = list(by_key.values())
+    for model in {r["model"] for r in rows}:
+        windows = {(len(r["window_nll"]), r["tokens"]) for r in rows if r["model"] == model}
+        if len(windows) != 1:
+            raise SystemExit(f"--merge: the {model} results were measured on different windows: {sorted(windows)}")
+    return rows, corpora.pop()
+
+
+def write_report(rows: list[dict], corpus_label: str, notes: dict, out_dir: Path) -> None:
+    """Paired statistics, then results.md, results.json and perplexity_vs_size.png in `out_dir`."""
     add_paired_statistics(rows)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    window = rows[0]["tokens"] // len(rows[0]["window_nll"])
+    out_dir.mkdir(parents=True, exist_ok=True)
     table = markdown(rows)
     header = (
-        f"Corpus: {corpus_label}; windows of {args.window} tokens, {rows[0]['tokens']} tokens per model "
-        f"(first model); run {date.today().isoformat()}.\n\n"
+        f"Corpus: {corpus_label}; windows of {window} tokens, {rows[0]['tokens']} tokens per model "
+        f"(first model); written {date.today().isoformat()}.\n\n"
         + "\n".join(f"- {name}: {note}" for name, note in notes.items())
     )
-    (args.out_dir / "results.md").write_text(header + "\n\n" + table + "\n")
-    (args.out_dir / "results.json").write_text(json.dumps({"corpus": corpus_label, "rows": rows}, indent=2))
-    plot(rows, args.out_dir / "perplexity_vs_size.png")
+    (out_dir / "results.md").write_text(header + "\n\n" + table + "\n")
+    (out_dir / "results.json").write_text(json.dumps({"corpus": corpus_label, "rows": rows}, indent=2))
+    plot(rows, out_dir / "perplexity_vs_size.png")
     print(header + "\n\n" + table)
 
 

@@ -19,7 +19,7 @@ def test_perplexity_quick_mode_writes_table_json_and_plot(bundled_hqq, cache_dir
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads((out_dir / "results.json").read_text())["rows"]
-    assert {r["method"] for r in rows} == {"fp16", "rtn", "hqq-u4", "hqq-f16zp"}
+    assert {r["method"] for r in rows} == {"fp16", "rtn", "hqq-u4", "hqq-f16zp", "hqq-offset"}
     for r in rows:
         assert len(r["window_nll"]) == 4 and np.isfinite(r["ppl"]) and r["tokens_per_s"] > 0
     rtn = next(r for r in rows if r["method"] == "rtn")
@@ -37,3 +37,14 @@ def test_speed_benchmark_child_reports_time_and_peak_memory(tmp_path):
         result = measure(ir, method)
         assert result["seconds"] > 0 and result["peak_rss_mib"] > 0
         assert result["num_weights"] == 2 * 2 * 256 * 512
+
+
+def test_inference_speed_benchmark_times_every_storage_against_rtn(tmp_path):
+    from benchmarks.inference_speed import STORAGE_METHODS
+    from benchmarks.inference_speed import matmul_latencies
+    from benchmarks.inference_speed import with_ratios
+
+    rows = with_ratios(matmul_latencies((128, 256), layers=2, prompt=8, rounds=1, work_dir=tmp_path), "latency_ms")
+    assert [(r["tokens"], r["method"]) for r in rows] == [(t, m) for t in (1, 8) for m in STORAGE_METHODS]
+    assert all(r["latency_ms"] > 0 for r in rows)
+    assert all(r["latency_ms_vs_rtn"] == 1.0 for r in rows if r["method"] == "rtn")
