@@ -96,6 +96,32 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
         activation = matmul.input_value(0).get_partial_shape()
         return activation.rank.is_static and activation.rank.get_length() >= 2 and activation[-1].is_static
 
+    def input_norm_scale(self, wp: WeightCompressionParameters) -> Tensor | None:
+        """
+        The per-channel scale of the normalisation layer whose output the weight's MatMul multiplies (a Multiply
+        by a constant vector, through Converts), or None when the MatMul's input is not such a Multiply.
+        """
+        matmul = self.name_to_node_mapping.get(wp.node_with_weight.node_name)
+        if matmul is None or matmul.get_type_name() != "MatMul" or wp.weight_port_id != 1:
+            return None
+        node = matmul.input_value(0).get_node()
+        if node.get_type_name() != "Multiply":
+            return None
+        in_features = matmul.input_value(0).get_partial_shape()[-1]
+        for value in node.input_values():
+            const = value.get_node()
+            while const.get_type_name() == "Convert":
+                const = const.input_value(0).get_node()
+            shape = list(const.get_output_shape(0)) if const.get_type_name() == "Constant" else []
+            if (
+                shape
+                and in_features.is_static
+                and shape[-1] == in_features.get_length()
+                and np.prod(shape) == shape[-1]
+            ):
+                return Tensor(const.get_data().astype(np.float32).ravel())
+        return None
+
     def transform_model(
         self,
         model: ov.Model,

@@ -112,6 +112,7 @@ class HQQ:
             weight = backend_entity.get_weight(wp.node_with_weight, wp.weight_port_id, model, graph)
             initial = result.get(wp.weight_name)
             has_initial = initial is not None and initial.scale is not None
+            norm_scale = backend_entity.input_norm_scale(wp) if self._params.norm_importance else None
             scale, zero_point = self.calculate_quantization_params(
                 weight,
                 wp.reduction_axes,
@@ -119,6 +120,7 @@ class HQQ:
                 integer_params if wp.weight_name in integer_fallback else self._params,
                 initial_scale=initial.scale if has_initial else None,
                 initial_zero_point=initial.zero_point if has_initial else None,
+                input_importance=None if norm_scale is None else norm_scale * norm_scale,
             )
             result[wp.weight_name] = CompressedWeight(None, scale, zero_point)
         return result
@@ -131,6 +133,7 @@ class HQQ:
         params: AdvancedHQQParameters | None = None,
         initial_scale: Tensor | None = None,
         initial_zero_point: Tensor | None = None,
+        input_importance: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """
         Scale and zero point of one weight, in NNCF's layout (that of `calculate_integer_quantization_params` on
@@ -142,6 +145,8 @@ class HQQ:
         :param params: Solver parameters.
         :param initial_scale: Starting scale (e.g. from scale estimation); RTN's when None.
         :param initial_zero_point: Starting zero point, with `initial_scale`.
+        :param input_importance: Weights of the scale search's L2 error per index along the (single) reduction
+            axis, e.g. the squared scale of the normalisation layer feeding the MatMul; uniform when None.
         :return: The scale (float32) and the zero point: int32 on the integer grid, float32 for the FLOAT16 and
             OFFSET zero point storages, None for symmetric modes.
         """
@@ -150,7 +155,16 @@ class HQQ:
             msg = f"HQQ supports {[m.value for m in SUPPORTED_MODES]} modes, got {config.mode.value}."
             raise nncf.ValidationError(msg)
         weight = weight.as_numpy_tensor().astype(TensorDataType.float32)
+        importance = None
+        if input_importance is not None and len(reduction_axes) == 1:
+            axis = reduction_axes[0] % weight.ndim
+            shape = [1] * weight.ndim
+            shape[axis] = -1
+            importance = input_importance.as_numpy_tensor().astype(TensorDataType.float32).reshape(tuple(shape))
+            importance = importance * fns.ones_like(weight)
         if config.group_size != -1:
+            if importance is not None:
+                importance, _ = reshape_weight_for_grouped_quantization(importance, reduction_axes, config.group_size)
             weight, axis = reshape_weight_for_grouped_quantization(weight, reduction_axes, config.group_size)
             reduction_axes = (axis,)
         if initial_scale is None:
@@ -165,7 +179,10 @@ class HQQ:
         if config.is_asym_mode:
             zero_point = rows.to_rows(initial_zero_point.astype(TensorDataType.float32))
         storage = params.zero_point_storage
-        scale, zero_point = solve_in_row_blocks(rows.to_rows(weight), scale, zero_point, config.num_bits, params)
+        importance = None if importance is None else rows.to_rows(importance)
+        scale, zero_point = solve_in_row_blocks(
+            rows.to_rows(weight), scale, zero_point, config.num_bits, params, importance
+        )
 
         scale = rows.from_rows(scale)
         if zero_point is not None:
@@ -180,6 +197,7 @@ def solve(
     zero_point: Tensor | None,
     num_bits: int,
     params: AdvancedHQQParameters,
+    importance: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """
     The half-quadratic proximal solver over groups of weights along the last axis.
@@ -205,6 +223,7 @@ def solve(
     :param zero_point: Initial zero point, [..., 1]; None for symmetric quantisation.
     :param num_bits: Bit width of the integer grid.
     :param params: Solver parameters, `params.zero_point_storage` among them.
+    :param importance: Per-weight factors of the scale search's squared errors, [..., group]; uniform when None.
     :return: Best scale and zero point, [..., 1].
     """
     if zero_point is None:
@@ -228,7 +247,7 @@ def solve(
     if search:  # the starting point competes as a candidate; the iterations start from the search's result
         best_error = _quantize(weight, scale, zero_point, q_min, q_max, p)[-1]
         scale, zero_point = _scale_expansion_search(
-            weight, group_min, group_max, scale, q_min, q_max, params.scale_search_steps
+            weight, group_min, group_max, scale, q_min, q_max, params.scale_search_steps, importance
         )
 
     for iteration in range(num_iterations + 1):
@@ -290,12 +309,14 @@ def _scale_expansion_search(
     q_min: int,
     q_max: int,
     steps: int,
+    importance: Tensor | None = None,
     step: float = 0.02,
 ) -> tuple[Tensor, Tensor]:
     """
     Per group, the scale s = (1 + k step) s_0, k = 0..steps (expansion only: the group's range never clipped),
     with the integer zero point aligned to the group's minimum or centred on its range, that minimises the L2
-    reconstruction error. `group_min` <= 0 <= `group_max` are the groups' ranges.
+    reconstruction error sum a (W - s (Q - z))^2, a = `importance` (1 when None). `group_min` <= 0 <= `group_max`
+    are the groups' ranges.
     """
     best_scale, best_zero_point, best_error = None, None, None
     for k in range(steps + 1):
@@ -308,7 +329,9 @@ def _scale_expansion_search(
             candidate_zero_point = fns.clip(candidate_zero_point, q_min, q_max)
             shifted = u + candidate_zero_point
             residual = shifted - fns.clip(fns.round(shifted), q_min, q_max)  # (W - s (Q - z)) / s
-            error = _sum_of_squares(residual) * expansion**2  # the L2 error over s_0^2, which all candidates share
+            error = (
+                _sum_of_squares(residual, importance) * expansion**2
+            )  # the L2 error over s_0^2, which all candidates share
             if best_error is None:
                 best_scale, best_zero_point, best_error = candidate_scale, candidate_zero_point, error
                 continue
@@ -325,6 +348,7 @@ def solve_in_row_blocks(
     zero_point: Tensor | None,
     num_bits: int,
     params: AdvancedHQQParameters,
+    importance: Tensor | None = None,
     block_rows: int = ROW_BLOCK,
 ) -> tuple[Tensor, Tensor | None]:
     """
@@ -334,12 +358,14 @@ def solve_in_row_blocks(
     weight = weight.reshape((-1, weight.shape[-1]))
     scale = scale.reshape((-1, 1))
     zero_point = None if zero_point is None else zero_point.reshape((-1, 1))
+    importance = None if importance is None else importance.reshape((-1, weight.shape[-1]))
     starts = range(0, weight.shape[0], block_rows)
 
     def solve_block(start: int) -> tuple[Tensor, Tensor | None]:
         block = slice(start, start + block_rows)
         block_zero_point = None if zero_point is None else zero_point[block]
-        return solve(weight[block], scale[block], block_zero_point, num_bits, params)
+        block_importance = None if importance is None else importance[block]
+        return solve(weight[block], scale[block], block_zero_point, num_bits, params, block_importance)
 
     if len(starts) == 1:
         results = [solve_block(0)]
@@ -351,11 +377,15 @@ def solve_in_row_blocks(
     return best_scale, best_zero_point
 
 
-def _sum_of_squares(x: Tensor) -> Tensor:
-    """sum(x^2) over the last axis, kept. numpy's einsum does it in one pass (about 5x faster than x*x, sum)."""
+def _sum_of_squares(x: Tensor, weights: Tensor | None = None) -> Tensor:
+    """
+    sum(weights x^2) over the last axis, kept (weights 1 when None). numpy's einsum does it in one pass (about 5x
+    faster than x * x, then sum).
+    """
+    weighted = x if weights is None else x * weights
     if x.backend == TensorBackend.numpy:
-        return Tensor(np.einsum("...i,...i->...", x.data, x.data)[..., None])
-    return fns.sum(x * x, axis=-1, keepdims=True)
+        return Tensor(np.einsum("...i,...i->...", weighted.data, x.data)[..., None])
+    return fns.sum(weighted * x, axis=-1, keepdims=True)
 
 
 def _least_squares_ratio(target: Tensor, levels: Tensor) -> Tensor:

@@ -45,6 +45,9 @@ class AdvancedHQQParameters:
     :param refine_scale_estimation: With scale estimation, let HQQ start from the estimated parameters and keep
         them only where it cannot improve its (data-free) objective. By default HQQ leaves the layers scale
         estimation handled alone: refining them was measured to raise perplexity over scale estimation alone.
+    :param norm_importance: Weight the scale search's squared errors of each input channel by the square of the
+        scale vector of the normalisation layer (RMSNorm/LayerNorm) feeding the MatMul, when there is one: a
+        data-free proxy for the magnitude of the activations the channel multiplies.
     :param clip_extremes: Let the integer-zero-point and symmetric solvers shrink a group's scale so far that the
         group's largest weights are clipped. It lowers the lp error, but clipping large weights hurts perplexity.
     """
@@ -57,6 +60,7 @@ class AdvancedHQQParameters:
     scale_search_steps: int = 15
     refine_scale_estimation: bool = False
     clip_extremes: bool = False
+    norm_importance: bool = False
 
     def validate(self) -> None:
         """Raises nncf.ValidationError naming the first invalid field and what to change."""

@@ -276,3 +276,50 @@ def test_scale_expansion_search_never_clips_and_keeps_the_rtn_safeguard():
     no_search = AdvancedHQQParameters(scale_search_steps=0)
     without = HQQ.calculate_quantization_params(Tensor(weight), (1,), config, no_search)[0].data
     assert not np.array_equal(s, without)
+
+
+def _weighted_l2(grouped, scale, zero_point, importance):
+    q = np.clip(np.round(grouped / scale + zero_point), 0, 15)
+    return float((importance * (grouped - scale * (q - zero_point)) ** 2).sum())
+
+
+def test_scale_search_with_input_importance_lowers_the_weighted_error():
+    weight = heavy_tailed_weight((128, 256), seed=11)
+    config = WeightCompressionConfig(mode=INT4_ASYM, group_size=64)
+    params = AdvancedHQQParameters(num_iterations=1)
+    importance = np.random.default_rng(0).lognormal(0.0, 1.0, size=256).astype(np.float32)
+    grouped, grouped_importance = weight.reshape(128, 4, 64), importance.reshape(1, 4, 64)
+    uniform = HQQ.calculate_quantization_params(Tensor(weight), (1,), config, params)
+    ones = HQQ.calculate_quantization_params(
+        Tensor(weight), (1,), config, params, input_importance=Tensor(np.ones(256, np.float32))
+    )
+    weighted = HQQ.calculate_quantization_params(
+        Tensor(weight), (1,), config, params, input_importance=Tensor(importance)
+    )
+    assert np.array_equal(ones[0].data, uniform[0].data) and np.array_equal(ones[1].data, uniform[1].data)
+    weighted_error = _weighted_l2(grouped, weighted[0].data, weighted[1].data, grouped_importance)
+    assert weighted_error < _weighted_l2(grouped, uniform[0].data, uniform[1].data, grouped_importance)
+
+
+def test_norm_importance_reads_the_scale_of_the_multiply_feeding_the_matmul():
+    from openvino import opset13 as opset
+
+    weight = heavy_tailed_weight((64, 128), seed=12)
+    gamma = np.linspace(0.1, 3.0, 128, dtype=np.float32)
+
+    def build() -> ov.Model:
+        x = opset.parameter([1, 4, 128], ov.Type.f32, name="x")
+        normed = opset.multiply(x, opset.convert(opset.constant(gamma.astype(np.float16)), ov.Type.f32))
+        y = opset.matmul(normed, opset.constant(weight, name="w"), False, True, name="w_matmul")
+        return ov.Model([opset.result(y)], [x], "norm")
+
+    params = lambda on: AdvancedCompressionParameters(hqq_params=AdvancedHQQParameters(norm_importance=on))
+    kwargs = dict(mode=INT4_ASYM, group_size=64, all_layers=True, hqq=True)
+    with_norm = constants(compress_weights(build(), advanced_parameters=params(True), **kwargs))
+    without = constants(compress_weights(build(), advanced_parameters=params(False), **kwargs))
+    grouped, importance = (
+        weight.reshape(64, 2, 64),
+        (gamma.astype(np.float16).astype(np.float32) ** 2).reshape(1, 2, 64),
+    )
+    errors = [_weighted_l2(grouped, c["w/scale"], c["w/zero_point"], importance) for c in (with_norm, without)]
+    assert errors[0] < errors[1]
