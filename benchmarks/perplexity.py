@@ -123,7 +123,6 @@ METHODS = [
     Method("grid-1iter", _hqq(scale_search_steps=15, num_iterations=1)),
     Method("hqq-f16zp", _hqq(zero_point_storage="float16")),
     Method("hqq-offset", _hqq(zero_point_storage="offset")),
-    Method("hqq-offset-nosearch", _hqq(zero_point_storage="offset", scale_search_steps=0)),
     Method("hqq-u4-norm", _hqq(norm_importance=True)),
     Method("awq-df+rtn", {"awq": True}),
     Method("awq-df+hqq-u4", {"awq": True, **_hqq()}),

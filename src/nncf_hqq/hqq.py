@@ -212,10 +212,11 @@ def solve(
                                                                    and the scale absorbs the rest (least squares)
         s  <- s <u - E, Q> / |Q|^2                                symmetric modes (no zero point)
 
-    With the FLOAT16 zero point storage, z takes f16 values (the precision it is stored in); with OFFSET, any
-    float32 value. With the INTEGER or OFFSET storage and `params.scale_search_steps` > 0, the iterations start
-    from the best expanded scale found by `_scale_expansion_search`, the given (s, z) remaining a candidate.
-    Per group, the result is the candidate with the lowest phi: never worse than the given (s, z), and never
+    With the FLOAT16 zero point storage, z takes f16 values (the precision it is stored in). With the INTEGER or
+    OFFSET storage, z stays on the integer grid and, if `params.scale_search_steps` > 0, the iterations start from
+    the best expanded scale found by `_scale_expansion_search`, the given (s, z) remaining a candidate. OFFSET
+    then refits z as a float, z <- mean(Q - u) (the least-squares zero point for the codes Q), where that lowers
+    phi. Per group, the result is the candidate with the lowest phi: never worse than the given (s, z), and never
     worse with more iterations (a group's result stops changing once it stops improving).
 
     :param weight: float32 weights, [..., group].
@@ -232,7 +233,7 @@ def solve(
         q_min, q_max = 0, 2**num_bits - 1
     p, beta = params.lp_norm, params.beta
     storage = params.zero_point_storage
-    integer_zero_point = zero_point is not None and storage == HQQZeroPointStorage.INTEGER
+    integer_zero_point = zero_point is not None and storage != HQQZeroPointStorage.FLOAT16
     search = zero_point is not None and storage != HQQZeroPointStorage.FLOAT16 and params.scale_search_steps > 0
     num_iterations = params.iterations(integer_asymmetric=integer_zero_point)
     best_scale, best_zero_point, best_error = scale, zero_point, None
@@ -286,6 +287,11 @@ def solve(
                     scale = fns.maximum(scale, no_clip_scale)
         beta *= params.kappa
 
+    if zero_point is not None and storage == HQQZeroPointStorage.OFFSET:
+        q = _quantize(weight, best_scale, best_zero_point, q_min, q_max, p)[1]
+        float_zero_point = fns.mean(q - weight / best_scale, axis=-1, keepdims=True)
+        error = _quantize(weight, best_scale, float_zero_point, q_min, q_max, p)[-1]
+        best_zero_point = fns.where(error < best_error, float_zero_point, best_zero_point)
     return best_scale, best_zero_point
 
 

@@ -16,7 +16,8 @@ class HQQZeroPointStorage(Enum):
         integer grid and refits the scale, so the model runs with the same kernels as an RTN model.
     :param FLOAT16: the solver's float zero point as an f16 constant; more accurate, but OpenVINO's CPU plugin
         then disables dynamic activation quantization for the MatMul (slower inference).
-    :param OFFSET: the float zero point split exactly into NNCF's integer one and a per-group offset,
+    :param OFFSET: the INTEGER solution with its zero point refitted as a float (least squares for the codes),
+        split exactly into NNCF's integer one and a per-group offset,
         s (q - z) = s (q - z_int) + d with d = s (z_int - z): the MatMul keeps NNCF's standard INT4 pattern and
         an extra, g times smaller one adds the offsets, y = x W_int^T + groupsum(x) D^T. MatMul weights only (other
         weights fall back to INTEGER).
