@@ -22,7 +22,8 @@ import numpy as np
 import openvino as ov
 from openvino import opset13 as opset
 
-METHODS = ("rtn", "hqq-u4", "hqq-f16zp")
+METHODS = ("rtn", "hqq-u4", "hqq-f16zp", "hqq-offset")
+ZERO_POINT_STORAGE = {"hqq-u4": "int", "hqq-f16zp": "float16", "hqq-offset": "offset"}
 
 
 def synthetic_stack(path: Path, shape: tuple[int, int], layers: int, seed: int = 0) -> Path:
@@ -60,7 +61,7 @@ def child(ir: str, method: str) -> None:
         for op in model.get_ordered_ops()
         if op.get_type_name() == "Constant" and op.get_element_type() in (ov.Type.f16, ov.Type.f32)
     )
-    hqq_params = AdvancedHQQParameters(zero_point_storage="float16" if method == "hqq-f16zp" else "int")
+    hqq_params = AdvancedHQQParameters(zero_point_storage=ZERO_POINT_STORAGE.get(method, "int"))
     advanced = AdvancedCompressionParameters(
         group_size_fallback_mode=GroupSizeFallbackMode.ADJUST, hqq_params=hqq_params
     )
