@@ -295,6 +295,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--no-speed", action="store_true", help="skip the generation speed measurement")
     parser.add_argument(
+        "--resume", action="store_true", help="keep the rows an interrupted run saved in --out-dir, run the rest"
+    )
+    parser.add_argument(
         "--merge", nargs="+", type=Path, metavar="RESULTS_JSON",
         help="no run: combine the rows of earlier runs (same corpus, windows and tokens) into one report",
     )  # fmt: skip
@@ -312,6 +315,12 @@ def main(argv: list[str] | None = None) -> None:
 
     text, corpus_label = corpus_text(args.wikitext)
     rows, notes = [], {}
+    saved_rows = args.out_dir / "rows.jsonl"  # one line per finished row, so a crash loses one row at most
+    if args.resume and saved_rows.exists():
+        rows = [json.loads(line) for line in saved_rows.read_text().splitlines()]
+    else:
+        saved_rows.unlink(missing_ok=True)
+    done = {(r["model"], r["mode"], r["group_size"], r["method"]) for r in rows}
     for model_name in args.models:
         source, notes[model_name] = model_source(model_name, args.cache_dir)
         ir_file = full_precision_ir(source, args.cache_dir)
@@ -323,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
         prompt = ids[:32]
         runs = [(m, "fp16", None) if m.name == "fp16" else (m, *c) for m in methods for c in configs]
         runs = list({(m.name, mode, gs): (m, mode, gs) for m, mode, gs in runs}.values())
+        runs = [(m, mode, gs) for m, mode, gs in runs if (model_name, mode, gs, m.name) not in done]
         for method, mode, group_size in track(runs, description=f"{model_name}: compress and evaluate"):
             out_dir = args.out_dir / "models" / model_name / f"{method.name}-{mode}-g{group_size}"
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -335,6 +345,9 @@ def main(argv: list[str] | None = None) -> None:
                 "size_bytes": model_size(out_dir), "first_token_s": latency, "tokens_per_s": speed,
                 "tokens": int(windows.size),
             })  # fmt: skip
+            saved_rows.parent.mkdir(parents=True, exist_ok=True)
+            with saved_rows.open("a") as f:
+                f.write(json.dumps(rows[-1]) + "\n")
             shutil.rmtree(out_dir, ignore_errors=True)
 
     write_report(rows, corpus_label, notes, args.out_dir)

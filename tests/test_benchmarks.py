@@ -26,6 +26,7 @@ def test_perplexity_quick_mode_writes_table_json_and_plot(bundled_hqq, cache_dir
     assert rtn["nll_minus_rtn"] == 0.0 and rtn["gap_closed"] == 0.0
     assert "| smollm2-135m | int4_asym | 64 | hqq-u4 |" in (out_dir / "results.md").read_text()
     assert (out_dir / "perplexity_vs_size.png").stat().st_size > 0
+    assert len((out_dir / "rows.jsonl").read_text().splitlines()) == len(rows)  # saved row by row for --resume
 
 
 def test_speed_benchmark_child_reports_time_and_peak_memory(tmp_path):
