@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--zero-point", choices=[s.value for s in HQQZeroPointStorage], default="int", help="HQQ zero point storage"
     )
     compress.add_argument(
-        "--iterations", type=int, help="HQQ solver iterations (default: 1 with --zero-point int, else 20)"
+        "--iterations", type=int, help="HQQ solver iterations (default: 1 asymmetric, 20 symmetric)"
     )
     compress.add_argument("--seed", type=int, default=0)
     compress.add_argument("--overwrite", action="store_true", help="replace a non-empty --dst")

@@ -207,17 +207,17 @@ def solve(
     E ~ u - (Q - z) and alternating, with beta annealed by kappa each iteration:
 
         E  <- shrink_p(u - (Q - z), beta),  shrink_p(x) = sign(x) max(|x| - |x|^(p-1) / beta, 0)
-        z  <- mean(Q - (u - E))                                  asymmetric modes
-        z  <- clip(round(z)), s <- s <(u - E), Q - z> / |Q - z|^2   integer zero point: z stays on the grid
-                                                                   and the scale absorbs the rest (least squares)
+        z  <- clip(round(mean(Q - (u - E))))                     asymmetric modes: z stays on the integer grid
+        s  <- s <(u - E), Q - z> / |Q - z|^2                      and the scale absorbs the rest (least squares)
         s  <- s <u - E, Q> / |Q|^2                                symmetric modes (no zero point)
 
-    With the FLOAT16 zero point storage, z takes f16 values (the precision it is stored in). With the INTEGER or
-    OFFSET storage, z stays on the integer grid and, if `params.scale_search_steps` > 0, the iterations start from
-    the best expanded scale found by `_scale_expansion_search`, the given (s, z) remaining a candidate. OFFSET
-    then refits z as a float, z <- mean(Q - u) (the least-squares zero point for the codes Q), where that lowers
-    phi. Per group, the result is the candidate with the lowest phi: never worse than the given (s, z), and never
-    worse with more iterations (a group's result stops changing once it stops improving).
+    In asymmetric modes with `params.scale_search_steps` > 0, the iterations start from the best expanded scale
+    found by `_scale_expansion_search`, the given (s, z) remaining a candidate. With a float zero point storage
+    (FLOAT16, OFFSET), z is then refitted as a float, z <- mean(Q - u) (the least-squares zero point for the codes
+    Q; f16-rounded for FLOAT16), where that lowers phi. (The reference HQQ's float update z <- mean(Q - (u - E))
+    inside the loop was measured worse for perplexity, see benchmarks/RESULTS.md.) Per group, the result is the
+    candidate with the lowest phi: never worse than the given (s, z), and never worse with more iterations (a
+    group's result stops changing once it stops improving).
 
     :param weight: float32 weights, [..., group].
     :param scale: Initial scale, [..., 1].
@@ -233,11 +233,10 @@ def solve(
         q_min, q_max = 0, 2**num_bits - 1
     p, beta = params.lp_norm, params.beta
     storage = params.zero_point_storage
-    integer_zero_point = zero_point is not None and storage != HQQZeroPointStorage.FLOAT16
-    search = zero_point is not None and storage != HQQZeroPointStorage.FLOAT16 and params.scale_search_steps > 0
-    num_iterations = params.iterations(integer_asymmetric=integer_zero_point)
+    search = zero_point is not None and params.scale_search_steps > 0
+    num_iterations = params.iterations(asymmetric=zero_point is not None)
     best_scale, best_zero_point, best_error = scale, zero_point, None
-    if zero_point is None or integer_zero_point or search:  # the paths that bound or search the scale by the range
+    if zero_point is None or not params.clip_extremes or search:  # the group ranges bound or guide the scale
         group_max = fns.maximum(fns.max(weight, axis=-1, keepdims=True), 0.0)
         group_min = fns.minimum(fns.min(weight, axis=-1, keepdims=True), 0.0)
     if zero_point is None and not params.clip_extremes:
@@ -274,22 +273,20 @@ def solve(
             if not params.clip_extremes:
                 scale = fns.sign(scale) * fns.maximum(fns.abs(scale), symmetric_no_clip)
         else:
-            zero_point = fns.mean(q - target, axis=-1, keepdims=True)
-            if storage == HQQZeroPointStorage.FLOAT16:  # search among the values the model can hold
-                zero_point = zero_point.astype(TensorDataType.float16).astype(TensorDataType.float32)
-            elif integer_zero_point:
-                zero_point = fns.clip(fns.round(zero_point), q_min, q_max)
-                scale = scale * _least_squares_ratio(target, q - zero_point)
-                if not params.clip_extremes:
-                    no_clip_scale = fns.maximum(
-                        group_max / (q_max + 0.5 - zero_point), -group_min / (zero_point - q_min + 0.5)
-                    )
-                    scale = fns.maximum(scale, no_clip_scale)
+            zero_point = fns.clip(fns.round(fns.mean(q - target, axis=-1, keepdims=True)), q_min, q_max)
+            scale = scale * _least_squares_ratio(target, q - zero_point)
+            if not params.clip_extremes:
+                no_clip_scale = fns.maximum(
+                    group_max / (q_max + 0.5 - zero_point), -group_min / (zero_point - q_min + 0.5)
+                )
+                scale = fns.maximum(scale, no_clip_scale)
         beta *= params.kappa
 
-    if zero_point is not None and storage == HQQZeroPointStorage.OFFSET:
+    if zero_point is not None and storage != HQQZeroPointStorage.INTEGER:
         q = _quantize(weight, best_scale, best_zero_point, q_min, q_max, p)[1]
         float_zero_point = fns.mean(q - weight / best_scale, axis=-1, keepdims=True)
+        if storage == HQQZeroPointStorage.FLOAT16:  # the value the model will hold
+            float_zero_point = float_zero_point.astype(TensorDataType.float16).astype(TensorDataType.float32)
         error = _quantize(weight, best_scale, float_zero_point, q_min, q_max, p)[-1]
         best_zero_point = fns.where(error < best_error, float_zero_point, best_zero_point)
     return best_scale, best_zero_point

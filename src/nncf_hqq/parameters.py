@@ -14,10 +14,9 @@ class HQQZeroPointStorage(Enum):
 
     :param INTEGER: uint4/uint8 zero point, NNCF's standard format; the solver keeps the zero point on the
         integer grid and refits the scale, so the model runs with the same kernels as an RTN model.
-    :param FLOAT16: the solver's float zero point as an f16 constant; more accurate, but OpenVINO's CPU plugin
-        then disables dynamic activation quantization for the MatMul (slower inference).
-    :param OFFSET: the INTEGER solution with its zero point refitted as a float (least squares for the codes),
-        split exactly into NNCF's integer one and a per-group offset,
+    :param FLOAT16: the INTEGER solution with its zero point refitted as a float (least squares for the codes),
+        stored as an f16 constant instead of NNCF's u4 one (`Constant(f16) -> Subtract`).
+    :param OFFSET: the same float zero point, split exactly into NNCF's integer one and a per-group offset,
         s (q - z) = s (q - z_int) + d with d = s (z_int - z): the MatMul keeps NNCF's standard INT4 pattern and
         an extra, g times smaller one adds the offsets, y = x W_int^T + groupsum(x) D^T. MatMul weights only (other
         weights fall back to INTEGER).
@@ -33,13 +32,13 @@ class AdvancedHQQParameters:
     """
     Parameters of the HQQ half-quadratic proximal solver.
 
-    :param num_iterations: Number of proximal iterations per weight. None: 1 with an integer asymmetric zero point
-        (after the scale search, more iterations were measured not to lower perplexity) and 20 otherwise.
+    :param num_iterations: Number of proximal iterations per weight. None: 1 in asymmetric modes (after the scale
+        search, more iterations were measured not to lower perplexity) and 20 in symmetric ones.
     :param lp_norm: The p of the lp error norm the solver minimises, in (0, 1]; p < 1 makes it robust to outliers.
     :param beta: Initial penalty weight of the half-quadratic split.
     :param kappa: Growth factor of beta per iteration (beta is annealed towards the hard constraint).
     :param zero_point_storage: Storage of asymmetric zero points, see `HQQZeroPointStorage`.
-    :param scale_search_steps: With the INTEGER or OFFSET zero point storage, first search the scales
+    :param scale_search_steps: In asymmetric modes, first search the scales
         (1 + 0.02 k) s_RTN, k = 0..steps (never clipping), with integer zero points, for the least L2 error, and
         start the proximal iterations from there; 0 starts from RTN. This search is where the integer path's
         perplexity gain was measured to come from.
@@ -89,11 +88,11 @@ class AdvancedHQQParameters:
             msg = f"AdvancedHQQParameters.zero_point_storage must be one of {choices}, got {self.zero_point_storage!r}."
             raise nncf.ValidationError(msg)
 
-    def iterations(self, integer_asymmetric: bool) -> int:
-        """The number of proximal iterations to run, `num_iterations` or its default for the path."""
+    def iterations(self, asymmetric: bool) -> int:
+        """The number of proximal iterations to run, `num_iterations` or its default for the mode."""
         if self.num_iterations is not None:
             return self.num_iterations
-        return 1 if integer_asymmetric else 20
+        return 1 if asymmetric else 20
 
     def __post_init__(self) -> None:
         # Accept the string values ("int", "float16") as well as the enum members.
