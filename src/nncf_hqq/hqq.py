@@ -43,7 +43,8 @@ class HQQ:
     Data-free HQQ weight compression: per group of weights, finds the scale and zero point that minimise the
     lp-norm (p <= 1) of the weight reconstruction error with a half-quadratic proximal solver, starting from
     NNCF's round-to-nearest (RTN) parameters (or scale estimation's) and never ending worse than them in that
-    objective. With an integer zero point, a search over expanded scales precedes the proximal iterations.
+    objective. In asymmetric modes, a search over expanded scales precedes the proximal iterations, and the float
+    zero point storages refit each group's zero point by least squares at the end.
     """
 
     def __init__(self, params: AdvancedHQQParameters | None = None):
