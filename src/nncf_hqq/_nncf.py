@@ -74,15 +74,22 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
         self._zero_point_offsets = zero_point_offsets
         self._offsets: dict[str, np.ndarray] = {}  # weight constant name -> f16 offsets, in the scale's layout
 
+    def _matmul_with_weight(self, wp: WeightCompressionParameters) -> ov.Node | None:
+        """The weight's node if it is a MatMul taking the weight as its second input, else None."""
+        node = self.name_to_node_mapping.get(wp.node_with_weight.node_name)
+        if node is None or node.get_type_name() != "MatMul" or wp.weight_port_id != 1:
+            return None
+        return node
+
     def supports_zero_point_offset(self, wp: WeightCompressionParameters) -> bool:
         """
         Whether the weight's zero point can be stored as an integer one plus per-group offsets: it is the 2-D
         second input of a MatMul (its only consumer), grouped along the MatMul's contraction axis, and the
         activation has a static rank and a static number of input features.
         """
-        matmul = self.name_to_node_mapping.get(wp.node_with_weight.node_name)
+        matmul = self._matmul_with_weight(wp)
         const = self.name_to_node_mapping.get(_constant_name(wp))
-        if matmul is None or const is None or matmul.get_type_name() != "MatMul" or wp.weight_port_id != 1:
+        if matmul is None or const is None:
             return False
         attributes = matmul.get_attributes()
         shape = const.get_output_partial_shape(0)
@@ -101,8 +108,8 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
         The per-channel scale of the normalisation layer whose output the weight's MatMul multiplies (a Multiply
         by a constant vector, through Converts), or None when the MatMul's input is not such a Multiply.
         """
-        matmul = self.name_to_node_mapping.get(wp.node_with_weight.node_name)
-        if matmul is None or matmul.get_type_name() != "MatMul" or wp.weight_port_id != 1:
+        matmul = self._matmul_with_weight(wp)
+        if matmul is None:
             return None
         node = matmul.input_value(0).get_node()
         if node.get_type_name() != "Multiply":
@@ -136,9 +143,10 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
         if not isinstance(weight_compression_parameters, track):
             weight_compression_parameters = all_weight_params
         precomputed = self._precompute(model, graph, all_weight_params, self, precomputed_compressed_weights)
-        matmuls = {
-            _constant_name(wp): self.name_to_node_mapping[wp.node_with_weight.node_name] for wp in all_weight_params
-        }
+        # NNCF's transform drops the name -> node mapping: keep the MatMuls that offsets may be added to
+        matmuls = {}
+        if self._zero_point_offsets:
+            matmuls = {_constant_name(wp): self._matmul_with_weight(wp) for wp in all_weight_params}
         self._offsets = {}
         model = super().transform_model(model, graph, weight_compression_parameters, precomputed, *args, **kwargs)
         groupsums: dict = {}

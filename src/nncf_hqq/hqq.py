@@ -94,14 +94,13 @@ class HQQ:
                 f"{len(weight_params)}; set AdvancedHQQParameters.refine_scale_estimation to refine them."
             )
         integer_params = dataclasses.replace(self._params, zero_point_storage=HQQZeroPointStorage.INTEGER)
-        offset_storage = self._params.zero_point_storage == HQQZeroPointStorage.OFFSET
-        integer_fallback = {
-            wp.weight_name
-            for wp in weight_params
-            if offset_storage
-            and wp.compression_config.is_asym_mode
-            and not backend_entity.supports_zero_point_offset(wp)
-        }
+        integer_fallback = set()
+        if self._params.zero_point_storage == HQQZeroPointStorage.OFFSET:
+            integer_fallback = {
+                wp.weight_name
+                for wp in weight_params
+                if wp.compression_config.is_asym_mode and not backend_entity.supports_zero_point_offset(wp)
+            }
         if integer_fallback:
             nncf_logger.info(
                 f"HQQ keeps integer zero points for {len(integer_fallback)} weights that are not the weight of a "
@@ -179,7 +178,6 @@ class HQQ:
         zero_point = None
         if config.is_asym_mode:
             zero_point = rows.to_rows(initial_zero_point.astype(TensorDataType.float32))
-        storage = params.zero_point_storage
         importance = None if importance is None else rows.to_rows(importance)
         scale, zero_point = solve_in_row_blocks(
             rows.to_rows(weight), scale, zero_point, config.num_bits, params, importance
@@ -187,7 +185,7 @@ class HQQ:
 
         scale = rows.from_rows(scale)
         if zero_point is not None:
-            integer = storage == HQQZeroPointStorage.INTEGER
+            integer = params.zero_point_storage == HQQZeroPointStorage.INTEGER
             zero_point = rows.from_rows(zero_point.astype(TensorDataType.int32) if integer else zero_point)
         return scale, zero_point
 
@@ -333,9 +331,8 @@ def _scale_expansion_search(
             candidate_zero_point = fns.clip(candidate_zero_point, q_min, q_max)
             shifted = u + candidate_zero_point
             residual = shifted - fns.clip(fns.round(shifted), q_min, q_max)  # (W - s (Q - z)) / s
-            error = (
-                _sum_of_squares(residual, importance) * expansion**2
-            )  # the L2 error over s_0^2, which all candidates share
+            # the L2 error divided by s_0^2, which all candidates of a group share
+            error = _sum_of_squares(residual, importance) * expansion**2
             if best_error is None:
                 best_scale, best_zero_point, best_error = candidate_scale, candidate_zero_point, error
                 continue

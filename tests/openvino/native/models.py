@@ -8,6 +8,7 @@ import openvino as ov
 from openvino import opset13 as opset
 
 from nncf_hqq.report import constant_value
+from nncf_hqq.report import constants_by_name
 
 
 @lru_cache(maxsize=1)
@@ -64,8 +65,7 @@ def mlp_model(up: np.ndarray, gate: np.ndarray, down: np.ndarray, dtype: ov.Type
 
 def constants(model: ov.Model) -> dict[str, np.ndarray]:
     """Name -> value of every constant of the model."""
-    ops = model.get_ordered_ops()
-    return {op.get_friendly_name(): constant_value(op) for op in ops if op.get_type_name() == "Constant"}
+    return {name: constant_value(op) for name, op in constants_by_name(model).items()}
 
 
 def constant_types(model: ov.Model) -> dict[str, ov.Type]:
