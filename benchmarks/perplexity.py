@@ -121,6 +121,8 @@ METHODS = [
     Method("hqq-u4-grid", _hqq(scale_search_steps=15, num_iterations=20)),
     Method("hqq-u4-grid-p1", _hqq(scale_search_steps=15, num_iterations=20, lp_norm=1.0)),
     Method("grid-1iter", _hqq(scale_search_steps=15, num_iterations=1)),
+    Method("hqq-u4-search", _hqq(num_iterations=0)),
+    Method("hqq-u4-1iter-p1", _hqq(lp_norm=1.0)),
     Method("hqq-f16zp", _hqq(zero_point_storage="float16")),
     Method("hqq-offset", _hqq(zero_point_storage="offset")),
     Method("hqq-u4-norm", _hqq(norm_importance=True)),

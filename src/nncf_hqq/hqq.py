@@ -154,34 +154,44 @@ class HQQ:
         if config.mode not in SUPPORTED_MODES:
             msg = f"HQQ supports {[m.value for m in SUPPORTED_MODES]} modes, got {config.mode.value}."
             raise nncf.ValidationError(msg)
-        weight = weight.as_numpy_tensor().astype(TensorDataType.float32)
+        weight = weight.as_numpy_tensor()
+        if weight.dtype not in (TensorDataType.float16, TensorDataType.float32):
+            weight = weight.astype(TensorDataType.float32)
         importance = None
         if input_importance is not None and len(reduction_axes) == 1:
             axis = reduction_axes[0] % weight.ndim
             shape = [1] * weight.ndim
             shape[axis] = -1
             importance = input_importance.as_numpy_tensor().astype(TensorDataType.float32).reshape(tuple(shape))
-            importance = importance * fns.ones_like(weight)
+            importance = importance * fns.ones_like(weight.astype(TensorDataType.float32))
         if config.group_size != -1:
             if importance is not None:
                 importance, _ = reshape_weight_for_grouped_quantization(importance, reduction_axes, config.group_size)
             weight, axis = reshape_weight_for_grouped_quantization(weight, reduction_axes, config.group_size)
             reduction_axes = (axis,)
-        if initial_scale is None:
-            initial_scale, initial_zero_point = calculate_integer_quantization_params(weight, reduction_axes, config)
-        elif config.is_asym_mode and initial_zero_point is None:
+        if config.is_asym_mode and initial_scale is not None and initial_zero_point is None:
             msg = "An initial zero point is required with an initial scale in asymmetric modes."
             raise nncf.ValidationError(msg)
 
         rows = _RowsAlongLastAxis(weight.shape, reduction_axes)
-        scale = rows.to_rows(initial_scale.astype(TensorDataType.float32))
-        zero_point = None
-        if config.is_asym_mode:
-            zero_point = rows.to_rows(initial_zero_point.astype(TensorDataType.float32))
         importance = None if importance is None else rows.to_rows(importance)
-        scale, zero_point = solve_in_row_blocks(
-            rows.to_rows(weight), scale, zero_point, config.num_bits, params, importance
-        )
+        if config.is_asym_mode:
+            scale, zero_point = solve_asymmetric_fused(
+                rows.to_rows(weight),
+                None if initial_scale is None else rows.to_rows(initial_scale),
+                None if initial_scale is None else rows.to_rows(initial_zero_point),
+                config.num_bits,
+                params,
+                importance,
+            )
+        else:
+            weight = weight.astype(TensorDataType.float32)
+            if initial_scale is None:
+                initial_scale, _ = calculate_integer_quantization_params(weight, reduction_axes, config)
+            scale = rows.to_rows(initial_scale.astype(TensorDataType.float32))
+            scale, zero_point = solve_in_row_blocks(
+                rows.to_rows(weight), scale, None, config.num_bits, params, importance
+            )
 
         scale = rows.from_rows(scale)
         if zero_point is not None:
@@ -282,13 +292,29 @@ def solve(
         beta *= params.kappa
 
     if zero_point is not None and storage != HQQZeroPointStorage.INTEGER:
-        q = _quantize(weight, best_scale, best_zero_point, q_min, q_max, p)[1]
-        float_zero_point = fns.mean(q - weight / best_scale, axis=-1, keepdims=True)
-        if storage == HQQZeroPointStorage.FLOAT16:  # the value the model will hold
-            float_zero_point = float_zero_point.astype(TensorDataType.float16).astype(TensorDataType.float32)
-        error = _quantize(weight, best_scale, float_zero_point, q_min, q_max, p)[-1]
-        best_zero_point = fns.where(error < best_error, float_zero_point, best_zero_point)
+        best_zero_point = _refit_float_zero_point(weight, best_scale, best_zero_point, best_error, q_max, p, storage)
     return best_scale, best_zero_point
+
+
+def _refit_float_zero_point(
+    weight: Tensor,
+    scale: Tensor,
+    zero_point: Tensor,
+    error: Tensor,
+    q_max: int,
+    p: float,
+    storage: HQQZeroPointStorage,
+) -> Tensor:
+    """
+    The least-squares float zero point for the codes Q of (s, z), z_f = mean(Q - W / s) (f16-rounded for the
+    FLOAT16 storage), where its lp error is below `error` (that of (s, z)); z elsewhere. Asymmetric grid [0, q_max].
+    """
+    q = _quantize(weight, scale, zero_point, 0, q_max, p)[1]
+    float_zero_point = fns.mean(q - weight / scale, axis=-1, keepdims=True)
+    if storage == HQQZeroPointStorage.FLOAT16:  # the value the model will hold
+        float_zero_point = float_zero_point.astype(TensorDataType.float16).astype(TensorDataType.float32)
+    float_error = _quantize(weight, scale, float_zero_point, 0, q_max, p)[-1]
+    return fns.where(float_error < error, float_zero_point, zero_point)
 
 
 def _quantize(weight: Tensor, scale: Tensor, zero_point: Tensor | None, q_min: int, q_max: int, p: float):
@@ -355,6 +381,7 @@ def solve_in_row_blocks(
     """
     `solve` on blocks of rows (groups are independent), in a thread pool: a block's working set stays in the
     CPU cache across iterations and numpy releases the GIL. The result does not depend on the blocking.
+    (`calculate_quantization_params` uses it for symmetric modes, and `solve_asymmetric_fused` for asymmetric ones.)
     """
     weight = weight.reshape((-1, weight.shape[-1]))
     scale = scale.reshape((-1, 1))
@@ -375,6 +402,61 @@ def solve_in_row_blocks(
             results = list(pool.map(solve_block, starts))
     best_scale = fns.concatenate([r[0] for r in results], axis=0)
     best_zero_point = None if zero_point is None else fns.concatenate([r[1] for r in results], axis=0)
+    return best_scale, best_zero_point
+
+
+def solve_asymmetric_fused(
+    weight: Tensor,
+    scale: Tensor | None,
+    zero_point: Tensor | None,
+    num_bits: int,
+    params: AdvancedHQQParameters,
+    importance: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """
+    `solve` for asymmetric modes, compiled and fused per group (`nncf_hqq.fused_solver`): the same result up to
+    float rounding (ties between candidates may resolve differently).
+
+    :param weight: float16 or float32 weights, [..., group].
+    :param scale: Initial scale, [..., 1]; None to start from NNCF's RTN scale and zero point.
+    :param zero_point: Initial zero point, [..., 1], with `scale`.
+    :param num_bits: Bit width of the integer grid.
+    :param params: Solver parameters, `params.zero_point_storage` among them.
+    :param importance: Per-weight factors of the scale search's squared errors, [..., group]; uniform when None.
+    :return: Best scale and zero point, float32 [groups, 1] (groups: the leading axes flattened).
+    """
+    from nncf_hqq.fused_solver import solve_asymmetric  # numba compiles it (or loads its cache) on first use
+
+    def as_array(x: Tensor, shape: tuple[int, ...]) -> np.ndarray:
+        x = x.as_numpy_tensor().data
+        return np.ascontiguousarray(x if x.dtype == np.float16 else x.astype(np.float32, copy=False)).reshape(shape)
+
+    group_size = weight.shape[-1]
+    weight_array = as_array(weight, (-1, group_size))
+    if weight_array.dtype == np.float16:
+        weight_array = weight_array.view(np.uint16)
+    no_values = np.zeros(0, np.float32)
+    q_max = 2**num_bits - 1
+    best_scale, best_zero_point, best_error = solve_asymmetric(
+        weight_array,
+        no_values if scale is None else as_array(scale, (-1,)),
+        no_values if scale is None else as_array(zero_point, (-1,)),
+        np.zeros((0, 0), np.float32) if importance is None else as_array(importance, (-1, group_size)),
+        np.float32(q_max),
+        params.lp_norm,
+        params.beta,
+        params.kappa,
+        params.iterations(asymmetric=True),
+        params.scale_search_steps,
+        params.clip_extremes,
+    )
+    best_scale, best_zero_point = Tensor(best_scale[:, None]), Tensor(best_zero_point[:, None])
+    if params.zero_point_storage != HQQZeroPointStorage.INTEGER:
+        weight = Tensor(weight_array.view(np.float16) if weight_array.dtype == np.uint16 else weight_array)
+        best_zero_point = _refit_float_zero_point(
+            weight.astype(TensorDataType.float32), best_scale, best_zero_point, Tensor(best_error[:, None]),
+            q_max, params.lp_norm, params.zero_point_storage,
+        )  # fmt: skip
     return best_scale, best_zero_point
 
 

@@ -32,8 +32,9 @@ class AdvancedHQQParameters:
     """
     Parameters of the HQQ half-quadratic proximal solver.
 
-    :param num_iterations: Number of proximal iterations per weight. None: 1 in asymmetric modes (after the scale
-        search, more iterations were measured not to lower perplexity) and 20 in symmetric ones.
+    :param num_iterations: Number of proximal iterations per weight (0: the scale search alone). None: 1 in
+        asymmetric modes (after the scale search, more iterations were measured not to lower perplexity) and 20 in
+        symmetric ones.
     :param lp_norm: The p of the lp error norm the solver minimises, in (0, 1]; p < 1 makes it robust to outliers.
     :param beta: Initial penalty weight of the half-quadratic split.
     :param kappa: Growth factor of beta per iteration (beta is annealed towards the hard constraint).
@@ -66,9 +67,9 @@ class AdvancedHQQParameters:
         """Raises nncf.ValidationError naming the first invalid field and what to change."""
         iterations = self.num_iterations
         if iterations is not None and (
-            not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1
+            not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 0
         ):
-            msg = f"AdvancedHQQParameters.num_iterations must be a positive integer, got {self.num_iterations!r}."
+            msg = f"AdvancedHQQParameters.num_iterations must be a non-negative integer, got {self.num_iterations!r}."
             raise nncf.ValidationError(msg)
         steps = self.scale_search_steps
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:

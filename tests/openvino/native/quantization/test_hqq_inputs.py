@@ -61,7 +61,6 @@ def test_non_finite_weight_raises_naming_the_layer_and_leaves_the_model_untouche
 @pytest.mark.parametrize(
     "params",
     [
-        AdvancedHQQParameters(num_iterations=0),
         AdvancedHQQParameters(num_iterations=-3),
         AdvancedHQQParameters(num_iterations=2.5),
         AdvancedHQQParameters(lp_norm=0.0),

@@ -1,0 +1,171 @@
+"""
+The asymmetric HQQ solver of `nncf_hqq.hqq.solve`, fused per group of weights and compiled with numba.
+
+`solve` applies each step to a whole block of groups, one pass over memory per tensor operation. Here each group's
+RTN start, scale search, proximal iterations and selection run on one group of weights at a time (held in
+registers and the L1 cache), groups in parallel, reading f16 weights as they are stored. The equations, candidates
+and their order are those of `solve`, in float32; only sums are accumulated in another order, so where two
+candidates tie to float rounding (common: shifting the zero point by a whole step gives the same residuals unless
+the shift clips) a group may pick the other one.
+"""
+
+import os
+
+import numba
+import numpy as np
+from numba import types
+from numba.extending import overload
+
+if "NUMBA_THREADING_LAYER" not in os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
+    # TBB warns whenever a thread forks afterwards (OpenVINO's telemetry does); prefer OpenMP, then numba's own pool
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
+
+# "reassoc" lets the sums vectorise; no reciprocal approximations and no fused multiply-adds, as in numpy.
+_FASTMATH = {"reassoc", "nsz"}
+# Groups per parallel task: scratch buffers are allocated once per task.
+_CHUNK = 256
+# float16 bit patterns -> float32 values, for reading f16 weights (numba has no float16 arithmetic on CPU)
+FLOAT16_TABLE = np.arange(2**16, dtype=np.uint16).view(np.float16).astype(np.float32)
+
+
+def _load(values, out):  # pragma: no cover - replaced by the compiled overloads below
+    """out[:] = values as float32; uint16 values are float16 bit patterns."""
+
+
+@overload(_load)
+def _load_overload(values, out):
+    if values.dtype == types.uint16:
+
+        def load_float16(values, out):
+            for j in range(values.shape[0]):
+                out[j] = FLOAT16_TABLE[values[j]]
+
+        return load_float16
+
+    def load(values, out):
+        for j in range(values.shape[0]):
+            out[j] = values[j]
+
+    return load
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _quantize(w, scale, zero_point, q_max, p, u, q, residual, residual_p):  # pragma: no cover - compiled
+    """Fills u = w / s, Q = clip(round(u + z), 0, q_max), the residual u + z - Q and |residual|^p; returns phi."""
+    total = np.float32(0.0)
+    for j in range(w.shape[0]):
+        u[j] = w[j] / scale
+        shifted = u[j] + zero_point
+        q[j] = min(max(np.rint(shifted), np.float32(0.0)), q_max)
+        residual[j] = shifted - q[j]
+        residual_p[j] = abs(residual[j]) if p == 1.0 else abs(residual[j]) ** p
+        total += residual_p[j]
+    return total * (abs(scale) if p == 1.0 else abs(scale) ** p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _squared_error(w, a, scale, zero_point, q_max, weighted):  # pragma: no cover - compiled
+    """sum a (u + z - Q)^2 with u = w / s (a = 1 unless `weighted`)."""
+    total = np.float32(0.0)
+    for j in range(w.shape[0]):
+        shifted = w[j] / scale + zero_point
+        r = shifted - min(max(np.rint(shifted), np.float32(0.0)), q_max)
+        total += a[j] * r * r if weighted else r * r
+    return total
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _scale_expansion_search(w, a, weighted, group_min, group_max, scale, q_max, steps, step):  # pragma: no cover
+    """`nncf_hqq.hqq._scale_expansion_search` for one group: the best (s, z) of the expanded scales."""
+    best_scale, best_zero_point, best_error = scale, np.float32(0.0), np.float32(np.inf)
+    for k in range(steps + 1):
+        expansion = 1.0 + k * step
+        candidate_scale = scale * np.float32(expansion)
+        aligned = np.rint(-group_min / candidate_scale)
+        centred = np.rint(q_max / np.float32(2.0) - (group_max + group_min) / (np.float32(2.0) * candidate_scale))
+        for candidate_zero_point in (aligned, centred):
+            candidate_zero_point = min(max(candidate_zero_point, np.float32(0.0)), q_max)
+            error = _squared_error(w, a, candidate_scale, candidate_zero_point, q_max, weighted)
+            error = error * np.float32(expansion**2)
+            if best_error == np.inf or error < best_error:
+                best_scale, best_zero_point, best_error = candidate_scale, candidate_zero_point, error
+    return best_scale, best_zero_point
+
+
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def solve_asymmetric(
+    weight, scale, zero_point, importance, q_max, lp_norm, beta, kappa, num_iterations, search_steps, clip_extremes
+):  # pragma: no cover - compiled
+    """
+    `nncf_hqq.hqq.solve` for asymmetric modes up to the float zero point refit: the best (s, z) per group and its
+    lp error phi.
+
+    :param weight: [groups, group size], float32 or float16 bits as uint16, each group contiguous.
+    :param scale: float32 [groups], the starting scales; [0] to start from NNCF's RTN scales and zero points,
+        s = (max(W, 0) - min(W, 0)) / q_max (at least float32 eps), z = clip(-round(min(W, 0) / s), 0, q_max).
+    :param zero_point: float32 [groups], the starting (integer-valued) zero points, with `scale`.
+    :param importance: float32 [groups, group size] factors of the search's squared errors, or [0, 0] for none.
+    :param q_max: Largest code, 2^bits - 1 (float32).
+    :param lp_norm, beta, kappa, num_iterations, clip_extremes: As in `AdvancedHQQParameters`.
+    :param search_steps: Number of scale expansions searched (0: no search).
+    :return: The best scale, zero point and lp error per group, float32 [groups] each.
+    """
+    num_groups, group_size = weight.shape
+    weighted = importance.shape[0] == num_groups
+    rtn_start = scale.shape[0] != num_groups
+    best_scales = np.empty(num_groups, np.float32)
+    best_zero_points = np.empty(num_groups, np.float32)
+    best_errors = np.empty(num_groups, np.float32)
+    p = np.float32(lp_norm)
+    half, zero = np.float32(0.5), np.float32(0.0)
+    eps = np.finfo(np.float32).eps
+    for chunk in numba.prange((num_groups + _CHUNK - 1) // _CHUNK):
+        w = np.empty(group_size, np.float32)
+        u = np.empty(group_size, np.float32)
+        q = np.empty(group_size, np.float32)
+        residual = np.empty(group_size, np.float32)
+        residual_p = np.empty(group_size, np.float32)
+        for i in range(chunk * _CHUNK, min((chunk + 1) * _CHUNK, num_groups)):
+            _load(weight[i], w)
+            a = importance[i] if weighted else w
+            group_max, group_min = zero, zero
+            for j in range(group_size):
+                group_max = max(group_max, w[j])
+                group_min = min(group_min, w[j])
+            if rtn_start:
+                s = (group_max - group_min) / q_max
+                s = eps if abs(s) < eps else s
+                z = min(max(zero - np.rint(group_min / s), zero), q_max)
+            else:
+                s, z = scale[i], zero_point[i]
+            best_scale, best_zero_point = s, z
+            best_error = _quantize(w, s, z, q_max, p, u, q, residual, residual_p)
+            if search_steps > 0:
+                s, z = _scale_expansion_search(w, a, weighted, group_min, group_max, s, q_max, search_steps, 0.02)
+            b = beta
+            for iteration in range(num_iterations + 1):
+                error = _quantize(w, s, z, q_max, p, u, q, residual, residual_p)
+                if error < best_error:
+                    best_scale, best_zero_point, best_error = s, z, error
+                if iteration == num_iterations:
+                    break
+                # E = shrink_p(residual, beta); the target of (Q - z) is u - E
+                mean = zero
+                for j in range(group_size):
+                    magnitude = abs(residual[j])
+                    threshold = residual_p[j] / (max(magnitude, np.float32(1e-30)) * np.float32(b))
+                    u[j] = u[j] - np.sign(residual[j]) * max(magnitude - threshold, zero)
+                    mean += q[j] - u[j]
+                z = min(max(np.rint(mean / np.float32(group_size)), zero), q_max)
+                numerator, denominator = zero, zero
+                for j in range(group_size):
+                    level = q[j] - z
+                    numerator += u[j] * level
+                    denominator += level * level
+                ratio = numerator / max(denominator, np.float32(1e-30))
+                s = s * (ratio if denominator > 0 and ratio > 0 else np.float32(1.0))
+                if not clip_extremes:
+                    s = max(s, max(group_max / (q_max + half - z), -group_min / (z + half)))
+                b *= kappa
+            best_scales[i], best_zero_points[i], best_errors[i] = best_scale, best_zero_point, best_error
+    return best_scales, best_zero_points, best_errors

@@ -1,0 +1,97 @@
+"""The compiled asymmetric solver (`nncf_hqq.fused_solver`) against the numpy reference solver (`hqq.solve`)."""
+
+import numpy as np
+import pytest
+from nncf import CompressWeightsMode
+from nncf.quantization.algorithms.weight_compression.config import WeightCompressionConfig
+from nncf.quantization.algorithms.weight_compression.weight_lowering import calculate_integer_quantization_params
+from nncf.tensor import Tensor
+
+from nncf_hqq import AdvancedHQQParameters
+from nncf_hqq import HQQZeroPointStorage
+from nncf_hqq.hqq import _quantize
+from nncf_hqq.hqq import solve
+from nncf_hqq.hqq import solve_asymmetric_fused
+from tests.openvino.native.models import heavy_tailed_weight
+
+GROUP = 64
+
+
+def _groups(seed: int = 0) -> np.ndarray:
+    """4096 heavy-tailed f16-representable groups, among them constant and all-zero ones."""
+    weight = heavy_tailed_weight((4096, GROUP), seed=seed)
+    weight[:8] = 0.0
+    weight[8:16] = 0.01
+    weight[16:24] = -0.01
+    return weight.astype(np.float16).astype(np.float32)
+
+
+def _rtn(weight: np.ndarray) -> tuple[Tensor, Tensor]:
+    config = WeightCompressionConfig(mode=CompressWeightsMode.INT4_ASYM, group_size=GROUP)
+    scale, zero_point = calculate_integer_quantization_params(Tensor(weight), (1,), config)
+    return scale, zero_point.astype(scale.dtype)
+
+
+def _lp_error(weight: np.ndarray, scale: Tensor, zero_point: Tensor, p: float) -> np.ndarray:
+    return _quantize(Tensor(weight), scale, zero_point, 0, 15, p)[-1].data.ravel().astype(np.float64)
+
+
+CASES = {
+    "default": (AdvancedHQQParameters(), False),
+    "search_only": (AdvancedHQQParameters(num_iterations=0), False),
+    "l1": (AdvancedHQQParameters(lp_norm=1.0), False),
+    "three_iterations": (AdvancedHQQParameters(num_iterations=3), False),
+    "no_search_clipping": (AdvancedHQQParameters(scale_search_steps=0, clip_extremes=True), False),
+    "importance": (AdvancedHQQParameters(), True),
+    "offset": (AdvancedHQQParameters(zero_point_storage=HQQZeroPointStorage.OFFSET), False),
+    "float16": (AdvancedHQQParameters(zero_point_storage=HQQZeroPointStorage.FLOAT16), False),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fused_solver_matches_the_reference_solver_up_to_float_rounding(case):
+    """
+    Same parameters except where candidates tie to float rounding: the zero point agrees (to 1e-3, refitted float
+    ones) in almost every group, the scale to 1e-5, every group's objective to 1e-2 (ties followed by iterations)
+    and the total to 1e-5.
+    """
+    params, weighted = CASES[case]
+    weight = _groups()
+    importance = None
+    if weighted:
+        factors = np.random.default_rng(1).lognormal(0.0, 1.0, size=GROUP).astype(np.float32)
+        importance = Tensor(np.broadcast_to(factors, weight.shape).copy())
+    scale, zero_point = _rtn(weight)
+    reference = solve(Tensor(weight), scale, zero_point, 4, params, importance)
+    fused = solve_asymmetric_fused(Tensor(weight), scale, zero_point, 4, params, importance)
+
+    same_zero_point = np.abs(fused[1].data - reference[1].data) < 1e-3
+    scale_difference = np.abs(fused[0].data / reference[0].data - 1)
+    assert np.mean(same_zero_point) > 0.97
+    assert np.mean(scale_difference < 1e-5) > 0.99
+    fused_error = _lp_error(weight, *fused, params.lp_norm)
+    reference_error = _lp_error(weight, *reference, params.lp_norm)
+    assert np.all(np.abs(fused_error - reference_error) <= 1e-2 * reference_error + 1e-12)
+    assert abs(fused_error.sum() / reference_error.sum() - 1) < 1e-5
+
+
+def test_fused_solver_reads_float16_weights_and_starts_from_nncf_rtn():
+    """f16 weights without a start give exactly the result of their f32 values started from NNCF's RTN."""
+    weight = _groups(seed=4)
+    params = AdvancedHQQParameters()
+    from_float16 = solve_asymmetric_fused(Tensor(weight.astype(np.float16)), None, None, 4, params)
+    from_rtn = solve_asymmetric_fused(Tensor(weight), *_rtn(weight), 4, params)
+    assert np.array_equal(from_float16[0].data, from_rtn[0].data)
+    assert np.array_equal(from_float16[1].data, from_rtn[1].data)
+    assert np.all(np.isfinite(from_float16[0].data)) and np.all(from_float16[0].data > 0)
+
+
+def test_fused_solver_is_never_worse_than_its_start():
+    weight = _groups(seed=5)
+    scale, zero_point = _rtn(weight)
+    params = AdvancedHQQParameters()
+    fused = solve_asymmetric_fused(Tensor(weight), scale, zero_point, 4, params)
+    fused_error = _lp_error(weight, *fused, params.lp_norm)
+    rtn_error = _lp_error(weight, scale, zero_point, params.lp_norm)
+    assert np.all(fused_error <= rtn_error * (1 + 1e-6))
+    assert np.mean(fused_error < rtn_error) > 0.5
