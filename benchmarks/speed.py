@@ -5,8 +5,10 @@ Compression time and peak memory of HQQ vs NNCF RTN, measured side by side in on
 
 Models: synthetic f16 layer stacks (2048x2048 and 4096x11008 MatMuls) and the bundled SmolLM2-135M-Instruct
 (exported to OpenVINO fp16). Each (model, method) compression runs in a fresh process, the methods alternating,
-`--runs` times; the process reads the IR, compresses it (timed) and reports its peak RSS. Printed: median
-seconds, ms per million weights, HQQ/RTN time ratio, peak RSS and its ratio. INT4_ASYM, group size 64.
+`--runs` times after one warm-up round (numba compiles the HQQ solver on its first use after an install and
+caches it; the warm-up times are printed); the process reads the IR, compresses it (timed) and reports its peak
+RSS. Printed: median seconds, ms per million weights, HQQ/RTN time ratio, peak RSS and its ratio. INT4_ASYM,
+group size 64.
 Generation speed of the compressed models is measured by `benchmarks.perplexity` (tokens/s, first token).
 """
 
@@ -113,6 +115,9 @@ def main() -> None:
     for name in args.models:
         ir = irs[name]()
         runs = {m: [] for m in METHODS}
+        for method in METHODS:  # warm-up, not counted: the OS file cache, and numba compiles HQQ's solver once
+            warm_up = measure(ir, method)
+            print(f"{name} {method} warm-up: {warm_up['seconds']:.2f} s", flush=True)
         for _ in range(args.runs):
             for method in METHODS:  # alternating, so drifts of the machine hit every method alike
                 runs[method].append(measure(ir, method))

@@ -452,11 +452,22 @@ def solve_asymmetric_fused(
     )
     best_scale, best_zero_point = Tensor(best_scale[:, None]), Tensor(best_zero_point[:, None])
     if params.zero_point_storage != HQQZeroPointStorage.INTEGER:
-        weight = Tensor(weight_array.view(np.float16) if weight_array.dtype == np.uint16 else weight_array)
-        best_zero_point = _refit_float_zero_point(
-            weight.astype(TensorDataType.float32), best_scale, best_zero_point, Tensor(best_error[:, None]),
-            q_max, params.lp_norm, params.zero_point_storage,
-        )  # fmt: skip
+        weight_values = weight_array.view(np.float16) if weight_array.dtype == np.uint16 else weight_array
+        refitted = []
+        for start in range(0, weight_values.shape[0], ROW_BLOCK):  # in blocks: no float32 copy of the whole weight
+            block = slice(start, start + ROW_BLOCK)
+            refitted.append(
+                _refit_float_zero_point(
+                    Tensor(weight_values[block].astype(np.float32)),
+                    best_scale[block],
+                    best_zero_point[block],
+                    Tensor(best_error[block, None]),
+                    q_max,
+                    params.lp_norm,
+                    params.zero_point_storage,
+                )
+            )
+        best_zero_point = fns.concatenate(refitted, axis=0)
     return best_scale, best_zero_point
 
 
