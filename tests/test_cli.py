@@ -106,7 +106,7 @@ def test_openvino_ir_source_is_only_read_and_can_be_recompressed_to_int8(bundled
         (["--sym", "--zero-point", "float16"], "drop --sym"),
         (["--sym", "--zero-point", "offset"], "--zero-point offset needs asymmetric"),
         (["--method", "rtn", "--zero-point", "float16"], "HQQ options"),
-        (["--iterations", "0"], "num_iterations"),
+        (["--iterations", "-1"], "num_iterations"),
         (["--ratio", "1.5"], "--ratio"),
     ],
 )

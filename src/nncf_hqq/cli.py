@@ -40,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument(
         "--zero-point", choices=[s.value for s in HQQZeroPointStorage], default="int", help="HQQ zero point storage"
     )
-    compress.add_argument("--iterations", type=int, help="HQQ solver iterations (default: 1 asymmetric, 20 symmetric)")
+    compress.add_argument(
+        "--iterations",
+        type=int,
+        help="HQQ solver iterations, 0: the scale search alone (default: 1 asymmetric, 20 symmetric)",
+    )
     compress.add_argument("--seed", type=int, default=0)
     compress.add_argument("--overwrite", action="store_true", help="replace a non-empty --dst")
     compress.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="cache of full-precision exports")
