@@ -28,7 +28,7 @@ _CHUNK = 256
 FLOAT16_TABLE = np.arange(2**16, dtype=np.uint16).view(np.float16).astype(np.float32)
 
 
-def _load(values, out):  # pragma: no cover - replaced by the compiled overloads below
+def _load(values, out):
     """out[:] = values as float32; uint16 values are float16 bit patterns."""
 
 
@@ -50,7 +50,7 @@ def _load_overload(values, out):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _quantize(w, scale, zero_point, q_max, p, u, q, residual, residual_p):  # pragma: no cover - compiled
+def _quantize(w, scale, zero_point, q_max, p, u, q, residual, residual_p):
     """Fills u = w / s, Q = clip(round(u + z), 0, q_max), the residual u + z - Q and |residual|^p; returns phi."""
     total = np.float32(0.0)
     for j in range(w.shape[0]):
@@ -64,7 +64,7 @@ def _quantize(w, scale, zero_point, q_max, p, u, q, residual, residual_p):  # pr
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _squared_error(w, a, scale, zero_point, q_max, weighted):  # pragma: no cover - compiled
+def _squared_error(w, a, scale, zero_point, q_max, weighted):
     """sum a (u + z - Q)^2 with u = w / s (a = 1 unless `weighted`)."""
     total = np.float32(0.0)
     for j in range(w.shape[0]):
@@ -75,7 +75,7 @@ def _squared_error(w, a, scale, zero_point, q_max, weighted):  # pragma: no cove
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _scale_expansion_search(w, a, weighted, group_min, group_max, scale, q_max, steps, step):  # pragma: no cover
+def _scale_expansion_search(w, a, weighted, group_min, group_max, scale, q_max, steps, step):
     """`nncf_hqq.hqq._scale_expansion_search` for one group: the best (s, z) of the expanded scales."""
     best_scale, best_zero_point, best_error = scale, np.float32(0.0), np.float32(np.inf)
     for k in range(steps + 1):
@@ -94,8 +94,19 @@ def _scale_expansion_search(w, a, weighted, group_min, group_max, scale, q_max, 
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def solve_asymmetric(
-    weight, scale, zero_point, importance, q_max, lp_norm, beta, kappa, num_iterations, search_steps, clip_extremes
-):  # pragma: no cover - compiled
+    weight,
+    scale,
+    zero_point,
+    importance,
+    q_max,
+    lp_norm,
+    beta,
+    kappa,
+    num_iterations,
+    search_steps,
+    search_step,
+    clip_extremes,
+):
     """
     `nncf_hqq.hqq.solve` for asymmetric modes up to the float zero point refit: the best (s, z) per group and its
     lp error phi.
@@ -108,6 +119,7 @@ def solve_asymmetric(
     :param q_max: Largest code, 2^bits - 1 (float32).
     :param lp_norm, beta, kappa, num_iterations, clip_extremes: As in `AdvancedHQQParameters`.
     :param search_steps: Number of scale expansions searched (0: no search).
+    :param search_step: Their relative step: the candidate scales are (1 + search_step k) s, k = 0..search_steps.
     :return: The best scale, zero point and lp error per group, float32 [groups] each.
     """
     num_groups, group_size = weight.shape
@@ -141,7 +153,9 @@ def solve_asymmetric(
             best_scale, best_zero_point = s, z
             best_error = _quantize(w, s, z, q_max, p, u, q, residual, residual_p)
             if search_steps > 0:
-                s, z = _scale_expansion_search(w, a, weighted, group_min, group_max, s, q_max, search_steps, 0.02)
+                s, z = _scale_expansion_search(
+                    w, a, weighted, group_min, group_max, s, q_max, search_steps, search_step
+                )
             b = beta
             for iteration in range(num_iterations + 1):
                 error = _quantize(w, s, z, q_max, p, u, q, residual, residual_p)

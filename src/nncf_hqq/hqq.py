@@ -21,6 +21,7 @@ from nncf_hqq._nncf import WeightCompressionParameters
 from nncf_hqq._nncf import calculate_integer_quantization_params
 from nncf_hqq._nncf import reshape_weight_for_grouped_quantization
 from nncf_hqq._nncf import track
+from nncf_hqq.parameters import SCALE_SEARCH_STEP
 from nncf_hqq.parameters import AdvancedHQQParameters
 from nncf_hqq.parameters import HQQZeroPointStorage
 
@@ -338,7 +339,7 @@ def _scale_expansion_search(
     q_max: int,
     steps: int,
     importance: Tensor | None = None,
-    step: float = 0.02,
+    step: float = SCALE_SEARCH_STEP,
 ) -> tuple[Tensor, Tensor]:
     """
     Per group, the scale s = (1 + k step) s_0, k = 0..steps (expansion only: the group's range never clipped),
@@ -448,6 +449,7 @@ def solve_asymmetric_fused(
         params.kappa,
         params.iterations(asymmetric=True),
         params.scale_search_steps,
+        SCALE_SEARCH_STEP,
         params.clip_extremes,
     )
     best_scale, best_zero_point = Tensor(best_scale[:, None]), Tensor(best_zero_point[:, None])

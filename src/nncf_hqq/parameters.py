@@ -7,6 +7,9 @@ from enum import Enum
 import nncf
 from nncf.quantization.advanced_parameters import AdvancedCompressionParameters as NNCFAdvancedCompressionParameters
 
+# Relative step of the scale expansion search: the candidate scales are (1 + SCALE_SEARCH_STEP k) s_RTN.
+SCALE_SEARCH_STEP = 0.02
+
 
 class HQQZeroPointStorage(Enum):
     """
