@@ -123,6 +123,7 @@ METHODS = [
     Method("grid-1iter", _hqq(scale_search_steps=15, num_iterations=1)),
     Method("hqq-u4-search", _hqq(num_iterations=0)),
     Method("hqq-u4-1iter-p1", _hqq(lp_norm=1.0)),
+    Method("hqq-u4-wide", _hqq(scale_search_steps=30)),
     Method("hqq-f16zp", _hqq(zero_point_storage="float16")),
     Method("hqq-offset", _hqq(zero_point_storage="offset")),
     Method("hqq-u4-norm", _hqq(norm_importance=True)),
