@@ -164,7 +164,7 @@ class HQQ:
             shape = [1] * weight.ndim
             shape[axis] = -1
             importance = input_importance.as_numpy_tensor().astype(TensorDataType.float32).reshape(tuple(shape))
-            importance = importance * fns.ones_like(weight.astype(TensorDataType.float32))
+            importance = importance * fns.ones_like(weight)  # float32, broadcast to the weight's shape
         if config.group_size != -1:
             if importance is not None:
                 importance, _ = reshape_weight_for_grouped_quantization(importance, reduction_axes, config.group_size)
@@ -433,13 +433,11 @@ def solve_asymmetric_fused(
         return np.ascontiguousarray(x if x.dtype == np.float16 else x.astype(np.float32, copy=False)).reshape(shape)
 
     group_size = weight.shape[-1]
-    weight_array = as_array(weight, (-1, group_size))
-    if weight_array.dtype == np.float16:
-        weight_array = weight_array.view(np.uint16)
+    weight_values = as_array(weight, (-1, group_size))
     no_values = np.zeros(0, np.float32)
     q_max = 2**num_bits - 1
     best_scale, best_zero_point, best_error = solve_asymmetric(
-        weight_array,
+        weight_values.view(np.uint16) if weight_values.dtype == np.float16 else weight_values,
         no_values if scale is None else as_array(scale, (-1,)),
         no_values if scale is None else as_array(zero_point, (-1,)),
         np.zeros((0, 0), np.float32) if importance is None else as_array(importance, (-1, group_size)),
@@ -454,7 +452,6 @@ def solve_asymmetric_fused(
     )
     best_scale, best_zero_point = Tensor(best_scale[:, None]), Tensor(best_zero_point[:, None])
     if params.zero_point_storage != HQQZeroPointStorage.INTEGER:
-        weight_values = weight_array.view(np.float16) if weight_array.dtype == np.uint16 else weight_array
         refitted = []
         for start in range(0, weight_values.shape[0], ROW_BLOCK):  # in blocks: no float32 copy of the whole weight
             block = slice(start, start + ROW_BLOCK)
