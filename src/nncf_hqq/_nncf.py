@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from typing import Protocol
 
 import nncf
 import numpy as np
@@ -47,12 +48,29 @@ __all__ = [
     "weight_compression_class",
 ]
 
-# (model, graph, weights to compress, backend, earlier precomputed parameters or None)
-#     -> precomputed parameters for NNCF's compression step
-PrecomputeFn = Callable[
-    [ov.Model, NNCFGraph, list[WeightCompressionParameters], "OVWeightCompressionAlgoBackend", dict | None],
-    dict[str, CompressedWeight],
-]
+
+class WeightTask(Protocol):
+    def solve(self, wp: WeightCompressionParameters, weight: Tensor) -> CompressedWeight:
+        """The quantization parameters of one weight, from its value."""
+
+
+class PrecomputingAlgorithm(Protocol):
+    """An algorithm that computes scales/zero points for NNCF's compression step (such as `nncf_hqq.HQQ`)."""
+
+    def plan(
+        self, all_weight_params: list[WeightCompressionParameters], backend_entity: Any, precomputed: dict | None
+    ) -> dict[str, WeightTask]:
+        """A task per weight the algorithm handles, by weight name, decided without reading the weights."""
+
+    def apply(
+        self,
+        model: ov.Model,
+        graph: NNCFGraph,
+        all_weight_params: list[WeightCompressionParameters],
+        backend_entity: Any,
+        precomputed: dict | None,
+    ) -> dict[str, CompressedWeight]:
+        """The parameters of every weight the algorithm handles (with the given ones for the others)."""
 
 
 _FLOAT_DTYPES = (TensorDataType.float16, TensorDataType.float32, TensorDataType.float64)
@@ -60,19 +78,33 @@ _FLOAT_DTYPES = (TensorDataType.float16, TensorDataType.float32, TensorDataType.
 
 class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
     """
-    OpenVINO weight-compression backend that computes precomputed scales/zero points with an extra algorithm
-    right before NNCF writes the compressed constants, after AWQ and scale estimation have run.
+    OpenVINO weight-compression backend that takes scales/zero points from an extra algorithm, after AWQ and scale
+    estimation have run: each weight is checked and solved when NNCF's transform reads it, so one weight at a time
+    is in memory (or, `eager`, all of them before the transform). A failure during the transform undoes its graph
+    edits: the model is left as it was given.
 
     Zero points that are not integer-valued would be silently truncated by NNCF's u4/u8 zero point constant. They
     are stored either as f16 constants (`Constant(f16) -> Subtract`), or, with `zero_point_offsets`, split into
     NNCF's integer zero point and a per-group offset added after the MatMul (see `add_zero_point_offset`).
     """
 
-    def __init__(self, model: ov.Model, precompute: PrecomputeFn, zero_point_offsets: bool = False):
+    def __init__(
+        self,
+        model: ov.Model,
+        algorithm: PrecomputingAlgorithm,
+        check_weight: Callable[[str, Tensor], None],
+        zero_point_offsets: bool = False,
+        eager: bool = False,
+    ):
         super().__init__(model)
-        self._precompute = precompute
+        self._algorithm = algorithm
+        self._check_weight = check_weight
         self._zero_point_offsets = zero_point_offsets
+        self._eager = eager
         self._offsets: dict[str, np.ndarray] = {}  # weight constant name -> f16 offsets, in the scale's layout
+        # weight constant name -> the weight and its task (None: NNCF's parameters), while transforming lazily
+        self._pending: dict[str, tuple[WeightCompressionParameters, WeightTask | None]] = {}
+        self._edits: list[tuple[ov.Input, ov.Output]] = []  # (input, its previous source) for each re-wiring
 
     def _matmul_with_weight(self, wp: WeightCompressionParameters) -> ov.Node | None:
         """The weight's node if it is a MatMul taking the weight as its second input, else None."""
@@ -142,18 +174,36 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
         all_weight_params = list(getattr(weight_compression_parameters, "sequence", weight_compression_parameters))
         if not isinstance(weight_compression_parameters, track):
             weight_compression_parameters = all_weight_params
-        precomputed = self._precompute(model, graph, all_weight_params, self, precomputed_compressed_weights)
+        precomputed = precomputed_compressed_weights
+        if self._eager:
+            precomputed = self._algorithm.apply(model, graph, all_weight_params, self, precomputed)
+        else:
+            tasks = self._algorithm.plan(all_weight_params, self, precomputed)
+            self._pending = {_constant_name(wp): (wp, tasks.get(wp.weight_name)) for wp in all_weight_params}
         # NNCF's transform drops the name -> node mapping: keep the MatMuls that offsets may be added to
         matmuls = {}
         if self._zero_point_offsets:
             matmuls = {_constant_name(wp): self._matmul_with_weight(wp) for wp in all_weight_params}
-        self._offsets = {}
-        model = super().transform_model(model, graph, weight_compression_parameters, precomputed, *args, **kwargs)
-        groupsums: dict = {}
-        for const_name, offset in self._offsets.items():
-            add_zero_point_offset(matmuls[const_name], offset, f"{const_name}/zero_point_offset", groupsums)
-        self._offsets = {}
+        self._offsets, self._edits = {}, []
+        try:
+            model = super().transform_model(model, graph, weight_compression_parameters, precomputed, *args, **kwargs)
+            groupsums: dict = {}
+            for const_name, offset in self._offsets.items():
+                matmul = matmuls[const_name]
+                self._edits.extend((target, matmul.output(0)) for target in matmul.output(0).get_target_inputs())
+                add_zero_point_offset(matmul, offset, f"{const_name}/zero_point_offset", groupsums)
+        except BaseException:
+            for target, source in reversed(self._edits):
+                target.replace_source_output(source)
+            raise
+        finally:
+            self._offsets, self._edits, self._pending = {}, [], {}
         return model
+
+    def _replace_node(self, src_node: ov.Node, new_node: ov.Node) -> None:
+        # NNCF re-wires the consumers of a weight constant (recursively through Converts): record them for undo
+        self._edits.extend((target, src_node.output(0)) for target in src_node.output(0).get_target_inputs())
+        super()._replace_node(src_node, new_node)
 
     def _create_compression_subgraph(
         self,
@@ -166,6 +216,11 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
         should_add_convert_node: bool,
         precomputed_compressed_weight: CompressedWeight | None = None,
     ):
+        if const_node_name in self._pending:
+            wp, task = self._pending[const_node_name]
+            self._check_weight(wp.weight_name, weight)
+            if task is not None:
+                precomputed_compressed_weight = task.solve(wp, weight)
         mul, compressed_weight = super()._create_compression_subgraph(
             weight,
             compression_config,
@@ -225,30 +280,37 @@ def _replace_zero_point(output_node: ov.Node, const_node_name: str, zero_point: 
 
 
 def weight_compression_class(
-    precompute: PrecomputeFn,
+    algorithm: PrecomputingAlgorithm,
     check_weight: Callable[[str, Tensor], None],
     rt_info_key: str,
     rt_info: dict[str, Any],
     zero_point_offsets: bool = False,
+    eager: bool = False,
 ) -> type[WeightCompression]:
     """
     Returns a `WeightCompression` subclass that
-    - calls `check_weight(name, weight)` on every weight to compress before anything changes the model,
-    - runs `precompute` on the weights right before NNCF compresses them (after AWQ and scale estimation),
+    - takes the quantization parameters of the weights `algorithm` handles from it, computed right before NNCF
+      compresses them (after AWQ and scale estimation),
+    - calls `check_weight(name, weight)` on every weight to compress before it is compressed; any exception
+      during NNCF's transform leaves the model as it was,
     - stores float zero points as f16, or with `zero_point_offsets` as integer ones plus per-group offsets,
     - records `rt_info` in the model under `nncf/weight_compression/<rt_info_key>/`.
+    With `eager`, every weight is checked before anything changes the model (needed when an algorithm such as
+    AWQ edits the model before the transform) and solved before the transform, at the cost of reading every
+    weight twice and holding them all in memory.
     """
 
     class PrecomputedParamsWeightCompression(WeightCompression):
         def get_weight_compression_parameters(self, model: ov.Model, graph: NNCFGraph):
             all_weight_params, *rest = super().get_weight_compression_parameters(model, graph)
-            for wp in all_weight_params:
-                weight = self._backend_entity.get_weight(wp.node_with_weight, wp.weight_port_id, model, graph)
-                check_weight(wp.weight_name, weight)
+            if eager:
+                for wp in all_weight_params:
+                    weight = self._backend_entity.get_weight(wp.node_with_weight, wp.weight_port_id, model, graph)
+                    check_weight(wp.weight_name, weight)
             return (all_weight_params, *rest)
 
         def set_backend_entity(self, model: ov.Model) -> None:
-            self._backend_entity = PrecomputedParamsOVBackend(model, precompute, zero_point_offsets)
+            self._backend_entity = PrecomputedParamsOVBackend(model, algorithm, check_weight, zero_point_offsets, eager)
 
         def apply_with_parameters(self, model, graph, *args, **kwargs):
             model = super().apply_with_parameters(model, graph, *args, **kwargs)

@@ -92,8 +92,10 @@ def compress_weights(
     algorithm = HQQ(hqq_params)
     rt_info = {"enabled": True, **{k: _rt_value(v) for k, v in dataclasses.asdict(hqq_params).items()}}
     offsets = hqq_params.zero_point_storage == HQQZeroPointStorage.OFFSET
+    # AWQ edits the model before NNCF's transform, and LoRA correction inside it: check every weight first
+    eager = bool(awq) or bool(lora_correction)
     weight_compression_cls = weight_compression_class(
-        algorithm.apply, _check_weight_is_finite, "hqq", rt_info, zero_point_offsets=offsets
+        algorithm, _check_weight_is_finite, "hqq", rt_info, zero_point_offsets=offsets, eager=eager
     )
     with nncf_rt_info_restored_on_error(model), openvino_weight_compression_class(weight_compression_cls):
         return nncf_compress_weights(model, **nncf_kwargs)

@@ -39,6 +39,28 @@ SUPPORTED_MODES = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class HQQWeightTask:
+    """How HQQ compresses one weight, decided before any weight is read."""
+
+    params: AdvancedHQQParameters
+    initial: CompressedWeight | None = None  # starting scale and zero point (scale estimation's); RTN's when None
+    input_importance: Tensor | None = None  # per input channel, see `HQQ.calculate_quantization_params`
+
+    def solve(self, wp: WeightCompressionParameters, weight: Tensor) -> CompressedWeight:
+        """The weight's HQQ scale and zero point, from its value `weight`."""
+        scale, zero_point = HQQ.calculate_quantization_params(
+            weight,
+            wp.reduction_axes,
+            wp.compression_config,
+            self.params,
+            initial_scale=None if self.initial is None else self.initial.scale,
+            initial_zero_point=None if self.initial is None else self.initial.zero_point,
+            input_importance=self.input_importance,
+        )
+        return CompressedWeight(None, scale, zero_point)
+
+
 class HQQ:
     """
     Data-free HQQ weight compression: per group of weights, finds the scale and zero point that minimise the
@@ -73,19 +95,45 @@ class HQQ:
         precomputed_compressed_weights: dict[str, CompressedWeight] | None = None,
     ) -> dict[str, CompressedWeight]:
         """
-        Computes HQQ scales and zero points for every applicable weight of the model.
+        Computes HQQ scales and zero points for every applicable weight of the model (`plan`, then each task).
 
         :param model: The model, after any algorithm that changes weights (AWQ) has run.
         :param graph: The model's NNCFGraph.
         :param all_weight_params: The weights to compress and their compression configs.
         :param backend_entity: NNCF weight-compression backend used to read the weights.
-        :param precomputed_compressed_weights: Parameters from an earlier algorithm (scale estimation). HQQ
-            keeps them, or with `refine_scale_estimation` starts from them and keeps them where it cannot improve.
+        :param precomputed_compressed_weights: Parameters from an earlier algorithm (scale estimation), see `plan`.
         :return: Precomputed parameters for NNCF's compression step: the given ones, with HQQ's replacing them
             for the weights HQQ handles.
         """
         result = dict(precomputed_compressed_weights or {})
-        estimated = {name for name, cw in result.items() if cw.scale is not None}
+        tasks = self.plan(all_weight_params, backend_entity, precomputed_compressed_weights)
+        weight_params = [wp for wp in all_weight_params if wp.weight_name in tasks]
+        sizes = [wp.num_weights for wp in weight_params]
+        for wp in track(weight_params, description="Applying HQQ", weights=sizes):
+            weight = backend_entity.get_weight(wp.node_with_weight, wp.weight_port_id, model, graph)
+            result[wp.weight_name] = tasks[wp.weight_name].solve(wp, weight)
+        return result
+
+    def plan(
+        self,
+        all_weight_params: list[WeightCompressionParameters],
+        backend_entity,
+        precomputed_compressed_weights: dict[str, CompressedWeight] | None = None,
+    ) -> dict[str, HQQWeightTask]:
+        """
+        Decides, without reading any weight, which weights HQQ compresses and how; lets a caller solve each
+        weight when it reads it (one weight in memory at a time).
+
+        :param all_weight_params: The weights to compress and their compression configs.
+        :param backend_entity: NNCF weight-compression backend: the graph around each weight (zero point offsets,
+            normalisation scales).
+        :param precomputed_compressed_weights: Parameters from an earlier algorithm (scale estimation). HQQ
+            leaves those weights out, or with `refine_scale_estimation` starts from them and keeps them where it
+            cannot improve.
+        :return: A task per weight HQQ compresses, by weight name.
+        """
+        precomputed = precomputed_compressed_weights or {}
+        estimated = {name for name, cw in precomputed.items() if cw.scale is not None}
         weight_params = [wp for wp in all_weight_params if self.is_applicable(wp)]
         if estimated and not self._params.refine_scale_estimation:
             kept = [wp for wp in weight_params if wp.weight_name in estimated]
@@ -108,23 +156,16 @@ class HQQ:
                 "single MatMul, which the zero point offset storage needs."
             )
             nncf_logger.debug(f"Weights with integer zero points: {sorted(integer_fallback)}")
-        sizes = [wp.num_weights for wp in weight_params]
-        for wp in track(weight_params, description="Applying HQQ", weights=sizes):
-            weight = backend_entity.get_weight(wp.node_with_weight, wp.weight_port_id, model, graph)
-            initial = result.get(wp.weight_name)
-            has_initial = initial is not None and initial.scale is not None
+        tasks = {}
+        for wp in weight_params:
+            initial = precomputed.get(wp.weight_name)
             norm_scale = backend_entity.input_norm_scale(wp) if self._params.norm_importance else None
-            scale, zero_point = self.calculate_quantization_params(
-                weight,
-                wp.reduction_axes,
-                wp.compression_config,
+            tasks[wp.weight_name] = HQQWeightTask(
                 integer_params if wp.weight_name in integer_fallback else self._params,
-                initial_scale=initial.scale if has_initial else None,
-                initial_zero_point=initial.zero_point if has_initial else None,
-                input_importance=None if norm_scale is None else norm_scale * norm_scale,
+                initial if initial is not None and initial.scale is not None else None,
+                None if norm_scale is None else norm_scale * norm_scale,
             )
-            result[wp.weight_name] = CompressedWeight(None, scale, zero_point)
-        return result
+        return tasks
 
     @staticmethod
     def calculate_quantization_params(

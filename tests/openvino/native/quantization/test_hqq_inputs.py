@@ -11,10 +11,12 @@ from nncf.quantization.algorithms.weight_compression.weight_lowering import calc
 from nncf.tensor import Tensor
 from openvino import opset13 as opset
 
+import nncf_hqq._nncf
 from nncf_hqq import HQQ
 from nncf_hqq import AdvancedCompressionParameters
 from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import compress_weights
+from nncf_hqq.hqq import HQQWeightTask
 from tests.openvino.native.models import constant_types
 from tests.openvino.native.models import constants
 from tests.openvino.native.models import decompressed_weight
@@ -56,6 +58,34 @@ def test_non_finite_weight_raises_naming_the_layer_and_leaves_the_model_untouche
     with pytest.raises(nncf.ValidationError, match="bad"):
         _compress(model, awq=awq)
     _assert_unchanged(model, snapshot)
+
+
+@pytest.mark.parametrize(
+    ("storage", "failing_step"), [("int", "solve"), ("offset", "solve"), ("offset", "zero_point_offset")]
+)
+def test_failure_while_compressing_leaves_the_model_untouched(monkeypatch, storage, failing_step):
+    """Weights are solved while NNCF's transform runs: a failure after some weights were replaced undoes them."""
+    model = linear_model({f"w{i}": heavy_tailed_weight((64, 128), seed=i) for i in range(3)})
+    snapshot = _snapshot(model)
+    calls = []
+    target = (HQQWeightTask, "solve") if failing_step == "solve" else (nncf_hqq._nncf, "add_zero_point_offset")
+    original = getattr(*target)
+
+    def fail_on_third_call(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("injected failure")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(*target, fail_on_third_call)
+    hqq_params = AdvancedHQQParameters(zero_point_storage=storage)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        _compress(model, advanced_parameters=AdvancedCompressionParameters(hqq_params=hqq_params))
+    assert len(calls) == 3
+    _assert_unchanged(model, snapshot)
+    monkeypatch.undo()
+    compressed = _compress(model, advanced_parameters=AdvancedCompressionParameters(hqq_params=hqq_params))
+    assert len(constants(compressed)) > len(snapshot[1])  # the model is still usable
 
 
 @pytest.mark.parametrize(
