@@ -50,6 +50,8 @@ __all__ = [
 
 
 class WeightTask(Protocol):
+    """How an algorithm compresses one weight (such as `nncf_hqq.hqq.HQQWeightTask`)."""
+
     def solve(self, wp: WeightCompressionParameters, weight: Tensor) -> CompressedWeight:
         """The quantization parameters of one weight, from its value."""
 
@@ -80,8 +82,9 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
     """
     OpenVINO weight-compression backend that takes scales/zero points from an extra algorithm, after AWQ and scale
     estimation have run: each weight is checked and solved when NNCF's transform reads it, so one weight at a time
-    is in memory (or, `eager`, all of them before the transform). A failure during the transform undoes its graph
-    edits: the model is left as it was given.
+    is read at a time (or, `eager`, all of them before the transform). A failure during the transform undoes the
+    re-wiring of the weights replaced so far and of the zero point offsets added: the model's graph is left as it
+    was given (LoRA adapters, which NNCF inserts during the transform, are not undone).
 
     Zero points that are not integer-valued would be silently truncated by NNCF's u4/u8 zero point constant. They
     are stored either as f16 constants (`Constant(f16) -> Subtract`), or, with `zero_point_offsets`, split into
@@ -291,13 +294,13 @@ def weight_compression_class(
     Returns a `WeightCompression` subclass that
     - takes the quantization parameters of the weights `algorithm` handles from it, computed right before NNCF
       compresses them (after AWQ and scale estimation),
-    - calls `check_weight(name, weight)` on every weight to compress before it is compressed; any exception
-      during NNCF's transform leaves the model as it was,
+    - calls `check_weight(name, weight)` on every weight to compress before it is compressed; an exception
+      during NNCF's transform leaves the model's graph as it was (see `PrecomputedParamsOVBackend`),
     - stores float zero points as f16, or with `zero_point_offsets` as integer ones plus per-group offsets,
     - records `rt_info` in the model under `nncf/weight_compression/<rt_info_key>/`.
     With `eager`, every weight is checked before anything changes the model (needed when an algorithm such as
     AWQ edits the model before the transform) and solved before the transform, at the cost of reading every
-    weight twice and holding them all in memory.
+    weight twice and a higher peak memory (every weight's pages resident before NNCF's transform allocates).
     """
 
     class PrecomputedParamsWeightCompression(WeightCompression):

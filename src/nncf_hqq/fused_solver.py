@@ -107,6 +107,19 @@ def _abs_pow(x, p):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _round_to_float16(x):
+    """The float16 value nearest the float32 x (ties to even), as float32: `np.float16(x)` without float16 types."""
+    magnitude = abs(x)
+    if magnitude >= np.float32(65520.0):  # rounds to float16 infinity
+        return np.float32(np.inf) if x > 0 else np.float32(-np.inf)
+    if magnitude < np.float32(2.0**-14):  # float16 subnormals: multiples of 2^-24, exact in float32
+        return np.rint(x * np.float32(2.0**24)) * np.float32(2.0**-24)
+    bits = _float_bits(x)  # keep the 10 leading mantissa bits of 23, rounding the 13 dropped ones to nearest even
+    bits = np.int32(bits + np.int32(0xFFF) + np.int32(np.int32(bits >> np.int32(13)) & np.int32(1)))
+    return _bits_float(np.int32(bits & np.int32(~0x1FFF)))
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _quantize(w, scale, zero_point, q_max, p, u, q, residual, residual_p):
     """Fills u = w / s, Q = clip(round(u + z), 0, q_max), the residual u + z - Q and |residual|^p; returns phi."""
     total = np.float32(0.0)
@@ -169,10 +182,11 @@ def solve_asymmetric(
     search_steps,
     search_step,
     clip_extremes,
+    refit_zero_point,
 ):
     """
-    `nncf_hqq.hqq.solve` for asymmetric modes up to the float zero point refit: the best (s, z) per group and its
-    lp error phi.
+    `nncf_hqq.hqq.solve` for asymmetric modes, the float zero point refit included: the best (s, z) per group and
+    its lp error phi.
 
     :param weight: [groups, group size], float32 or float16 bits as uint16, each group contiguous.
     :param scale: float32 [groups], the starting scales; [0] to start from NNCF's RTN scales and zero points,
@@ -183,6 +197,9 @@ def solve_asymmetric(
     :param lp_norm, beta, kappa, num_iterations, clip_extremes: As in `AdvancedHQQParameters`.
     :param search_steps: Number of scale expansions searched (0: no search).
     :param search_step: Their relative step: the candidate scales are (1 + search_step k) s, k = 0..search_steps.
+    :param refit_zero_point: 0: integer zero points; 1: then refit a float zero point, z_f = mean(Q - W / s) for the
+        codes Q of the best (s, z), where it lowers phi (`hqq._refit_float_zero_point`); 2: the same, z_f rounded
+        to float16.
     :return: The best scale, zero point and lp error per group, float32 [groups] each.
     """
     num_groups, group_size = weight.shape
@@ -244,5 +261,16 @@ def solve_asymmetric(
                 if not clip_extremes:
                     s = max(s, max(group_max / (q_max + half - z), -group_min / (z + half)))
                 b *= kappa
+            if refit_zero_point:
+                _quantize(w, best_scale, best_zero_point, q_max, p, u, q, residual, residual_p)
+                total = zero
+                for j in range(group_size):
+                    total += q[j] - u[j]
+                float_zero_point = total / np.float32(group_size)
+                if refit_zero_point == 2:
+                    float_zero_point = _round_to_float16(float_zero_point)
+                error = _quantize(w, best_scale, float_zero_point, q_max, p, u, q, residual, residual_p)
+                if error < best_error:
+                    best_zero_point, best_error = float_zero_point, error
             best_scales[i], best_zero_points[i], best_errors[i] = best_scale, best_zero_point, best_error
     return best_scales, best_zero_points, best_errors

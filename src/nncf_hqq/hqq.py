@@ -476,13 +476,13 @@ def solve_asymmetric_fused(
     group_size = weight.shape[-1]
     weight_values = as_array(weight, (-1, group_size))
     no_values = np.zeros(0, np.float32)
-    q_max = 2**num_bits - 1
-    best_scale, best_zero_point, best_error = solve_asymmetric(
+    refit = {HQQZeroPointStorage.INTEGER: 0, HQQZeroPointStorage.OFFSET: 1, HQQZeroPointStorage.FLOAT16: 2}
+    best_scale, best_zero_point, _ = solve_asymmetric(
         weight_values.view(np.uint16) if weight_values.dtype == np.float16 else weight_values,
         no_values if scale is None else as_array(scale, (-1,)),
         no_values if scale is None else as_array(zero_point, (-1,)),
         np.zeros((0, 0), np.float32) if importance is None else as_array(importance, (-1, group_size)),
-        np.float32(q_max),
+        np.float32(2**num_bits - 1),
         params.lp_norm,
         params.beta,
         params.kappa,
@@ -490,25 +490,9 @@ def solve_asymmetric_fused(
         params.scale_search_steps,
         SCALE_SEARCH_STEP,
         params.clip_extremes,
+        refit[params.zero_point_storage],
     )
-    best_scale, best_zero_point = Tensor(best_scale[:, None]), Tensor(best_zero_point[:, None])
-    if params.zero_point_storage != HQQZeroPointStorage.INTEGER:
-        refitted = []
-        for start in range(0, weight_values.shape[0], ROW_BLOCK):  # in blocks: no float32 copy of the whole weight
-            block = slice(start, start + ROW_BLOCK)
-            refitted.append(
-                _refit_float_zero_point(
-                    Tensor(weight_values[block].astype(np.float32)),
-                    best_scale[block],
-                    best_zero_point[block],
-                    Tensor(best_error[block, None]),
-                    q_max,
-                    params.lp_norm,
-                    params.zero_point_storage,
-                )
-            )
-        best_zero_point = fns.concatenate(refitted, axis=0)
-    return best_scale, best_zero_point
+    return Tensor(best_scale[:, None]), Tensor(best_zero_point[:, None])
 
 
 def _sum_of_squares(x: Tensor, weights: Tensor | None = None) -> Tensor:

@@ -10,6 +10,7 @@ from nncf.tensor import Tensor
 from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import HQQZeroPointStorage
 from nncf_hqq.fused_solver import _abs_pow
+from nncf_hqq.fused_solver import _round_to_float16
 from nncf_hqq.hqq import _quantize
 from nncf_hqq.hqq import solve
 from nncf_hqq.hqq import solve_asymmetric_fused
@@ -122,3 +123,20 @@ def test_vectorisable_power_matches_numpy(p):
     relative_error = np.abs(result[:-2] / expected[:-2] - 1)
     assert np.all(relative_error < 1e-5)
     assert np.all(relative_error[np.abs(x[:-2]) >= 1e-8] < 2e-6)
+
+
+def test_float16_rounding_matches_numpy():
+    """The kernel's float16 rounding (for the FLOAT16 zero point storage) against numpy's cast, ties included."""
+    rng = np.random.default_rng(0)
+    values = np.concatenate(
+        [
+            rng.uniform(-16.0, 16.0, 20000),
+            np.exp(rng.uniform(np.log(1e-9), np.log(7e4), 20000)) * rng.choice([-1.0, 1.0], 20000),
+            np.arange(-4096, 4096) / 1024.0 + 1 / 2048.0,  # ties between float16 neighbours in [1, 4)
+            [0.0, -0.0, 2.0**-14, 2.0**-24, 3 * 2.0**-25, 65504.0, 65519.0, 65520.0],
+        ]
+    ).astype(np.float32)
+    with np.errstate(over="ignore"):  # 65520 rounds to infinity
+        expected = values.astype(np.float16).astype(np.float32)
+    result = np.array([_round_to_float16(value) for value in values], dtype=np.float32)
+    np.testing.assert_array_equal(result, expected)
