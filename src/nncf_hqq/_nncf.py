@@ -81,8 +81,8 @@ _FLOAT_DTYPES = (TensorDataType.float16, TensorDataType.float32, TensorDataType.
 class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
     """
     OpenVINO weight-compression backend that takes scales/zero points from an extra algorithm, after AWQ and scale
-    estimation have run: each weight is checked and solved when NNCF's transform reads it, so one weight at a time
-    is read at a time (or, `eager`, all of them before the transform). A failure during the transform undoes the
+    estimation have run: each weight is checked and solved when NNCF's transform reads it, so weights are read one
+    at a time (or, `eager`, all of them before the transform). A failure during the transform undoes the
     re-wiring of the weights replaced so far and of the zero point offsets added: the model's graph is left as it
     was given (LoRA adapters, which NNCF inserts during the transform, are not undone).
 

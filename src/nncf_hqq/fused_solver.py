@@ -185,8 +185,7 @@ def solve_asymmetric(
     refit_zero_point,
 ):
     """
-    `nncf_hqq.hqq.solve` for asymmetric modes, the float zero point refit included: the best (s, z) per group and
-    its lp error phi.
+    `nncf_hqq.hqq.solve` for asymmetric modes, the float zero point refit included: the best (s, z) per group.
 
     :param weight: [groups, group size], float32 or float16 bits as uint16, each group contiguous.
     :param scale: float32 [groups], the starting scales; [0] to start from NNCF's RTN scales and zero points,
@@ -200,14 +199,13 @@ def solve_asymmetric(
     :param refit_zero_point: 0: integer zero points; 1: then refit a float zero point, z_f = mean(Q - W / s) for the
         codes Q of the best (s, z), where it lowers phi (`hqq._refit_float_zero_point`); 2: the same, z_f rounded
         to float16.
-    :return: The best scale, zero point and lp error per group, float32 [groups] each.
+    :return: The best scale and zero point per group, float32 [groups] each.
     """
     num_groups, group_size = weight.shape
     weighted = importance.shape[0] == num_groups
     rtn_start = scale.shape[0] != num_groups
     best_scales = np.empty(num_groups, np.float32)
     best_zero_points = np.empty(num_groups, np.float32)
-    best_errors = np.empty(num_groups, np.float32)
     p = np.float32(lp_norm)
     half, zero = np.float32(0.5), np.float32(0.0)
     eps = np.finfo(np.float32).eps
@@ -261,16 +259,16 @@ def solve_asymmetric(
                 if not clip_extremes:
                     s = max(s, max(group_max / (q_max + half - z), -group_min / (z + half)))
                 b *= kappa
-            if refit_zero_point:
-                _quantize(w, best_scale, best_zero_point, q_max, p, u, q, residual, residual_p)
+            if refit_zero_point:  # z_f = mean(Q - u) for the codes Q of the best (s, z)
                 total = zero
                 for j in range(group_size):
-                    total += q[j] - u[j]
+                    shifted = w[j] / best_scale
+                    total += min(max(np.rint(shifted + best_zero_point), zero), q_max) - shifted
                 float_zero_point = total / np.float32(group_size)
                 if refit_zero_point == 2:
                     float_zero_point = _round_to_float16(float_zero_point)
                 error = _quantize(w, best_scale, float_zero_point, q_max, p, u, q, residual, residual_p)
                 if error < best_error:
-                    best_zero_point, best_error = float_zero_point, error
-            best_scales[i], best_zero_points[i], best_errors[i] = best_scale, best_zero_point, best_error
-    return best_scales, best_zero_points, best_errors
+                    best_zero_point = float_zero_point
+            best_scales[i], best_zero_points[i] = best_scale, best_zero_point
+    return best_scales, best_zero_points

@@ -477,7 +477,7 @@ def solve_asymmetric_fused(
     weight_values = as_array(weight, (-1, group_size))
     no_values = np.zeros(0, np.float32)
     refit = {HQQZeroPointStorage.INTEGER: 0, HQQZeroPointStorage.OFFSET: 1, HQQZeroPointStorage.FLOAT16: 2}
-    best_scale, best_zero_point, _ = solve_asymmetric(
+    best_scale, best_zero_point = solve_asymmetric(
         weight_values.view(np.uint16) if weight_values.dtype == np.float16 else weight_values,
         no_values if scale is None else as_array(scale, (-1,)),
         no_values if scale is None else as_array(zero_point, (-1,)),

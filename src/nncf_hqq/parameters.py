@@ -42,9 +42,9 @@ class AdvancedHQQParameters:
     :param beta: Initial penalty weight of the half-quadratic split.
     :param kappa: Growth factor of beta per iteration (beta is annealed towards the hard constraint).
     :param zero_point_storage: Storage of asymmetric zero points, see `HQQZeroPointStorage`.
-    :param scale_search_steps: In asymmetric modes, first search the scales
-        (1 + 0.02 k) s_RTN, k = 0..steps (never clipping), with integer zero points, for the least L2 error, and
-        start the proximal iterations from there; 0 starts from RTN. This search is where the integer path's
+    :param scale_search_steps: In asymmetric modes, first search the scales (1 + SCALE_SEARCH_STEP k) s_RTN,
+        k = 0..steps (never clipping), with integer zero points, for the least L2 error, and start the proximal
+        iterations from there; 0 starts from RTN. This search is where the integer path's
         perplexity gain was measured to come from.
     :param refine_scale_estimation: With scale estimation, let HQQ start from the estimated parameters and keep
         them only where it cannot improve its (data-free) objective. By default HQQ leaves the layers scale
