@@ -53,7 +53,8 @@ class WeightTask(Protocol):
     """How an algorithm compresses one weight (such as `nncf_hqq.hqq.HQQWeightTask`)."""
 
     def solve(self, wp: WeightCompressionParameters, weight: Tensor) -> CompressedWeight:
-        """The quantization parameters of one weight, from its value."""
+        """The quantization parameters of one weight, from its value; raises `nncf.ValidationError` if the weight
+        has NaN or infinite values (the check `check_weight` makes on the weights without a task)."""
 
 
 class PrecomputingAlgorithm(Protocol):
@@ -221,8 +222,9 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
     ):
         if const_node_name in self._pending:
             wp, task = self._pending[const_node_name]
-            self._check_weight(wp.weight_name, weight)
-            if task is not None:
+            if task is None:
+                self._check_weight(wp.weight_name, weight)
+            else:  # checks the weight as it solves it
                 precomputed_compressed_weight = task.solve(wp, weight)
         mul, compressed_weight = super()._create_compression_subgraph(
             weight,

@@ -4,7 +4,6 @@ import dataclasses
 from typing import TypeVar
 
 import nncf
-import numpy as np
 from nncf import BackupMode
 from nncf import CompressionFormat
 from nncf import CompressWeightsMode
@@ -16,13 +15,13 @@ from nncf.common.utils.backend import BackendType
 from nncf.common.utils.backend import get_backend
 from nncf.quantization.advanced_parameters import AdvancedCompressionParameters as NNCFAdvancedCompressionParameters
 from nncf.quantization.quantize_model import compress_weights as nncf_compress_weights
-from nncf.tensor import Tensor
 
 from nncf_hqq._nncf import nncf_rt_info_restored_on_error
 from nncf_hqq._nncf import openvino_weight_compression_class
 from nncf_hqq._nncf import weight_compression_class
 from nncf_hqq.hqq import HQQ
 from nncf_hqq.hqq import SUPPORTED_MODES
+from nncf_hqq.hqq import check_weight_is_finite
 from nncf_hqq.parameters import AdvancedHQQParameters
 from nncf_hqq.parameters import HQQZeroPointStorage
 
@@ -95,7 +94,7 @@ def compress_weights(
     # AWQ edits the model before NNCF's transform, and LoRA correction inside it: check every weight first
     eager = bool(awq) or bool(lora_correction)
     weight_compression_cls = weight_compression_class(
-        algorithm, _check_weight_is_finite, "hqq", rt_info, zero_point_offsets=offsets, eager=eager
+        algorithm, check_weight_is_finite, "hqq", rt_info, zero_point_offsets=offsets, eager=eager
     )
     with nncf_rt_info_restored_on_error(model), openvino_weight_compression_class(weight_compression_cls):
         return nncf_compress_weights(model, **nncf_kwargs)
@@ -112,12 +111,6 @@ def _check_hqq_arguments(model, mode: CompressWeightsMode, gptq: bool | None, pa
         msg = "HQQ and GPTQ both compute the quantization parameters: set one of hqq and gptq, not both."
         raise nncf.ValidationError(msg)
     params.validate()
-
-
-def _check_weight_is_finite(weight_name: str, weight: Tensor) -> None:
-    if not np.isfinite(weight.as_numpy_tensor().data).all():  # nncf.tensor has no isfinite; this is 2x faster
-        msg = f"Weight {weight_name} contains NaN or infinite values; fix the model before compressing it."
-        raise nncf.ValidationError(msg)
 
 
 def _rt_value(value):

@@ -199,7 +199,8 @@ def solve_asymmetric(
     :param refit_zero_point: 0: integer zero points; 1: then refit a float zero point, z_f = mean(Q - W / s) for the
         codes Q of the best (s, z), where it lowers phi (`hqq._refit_float_zero_point`); 2: the same, z_f rounded
         to float16.
-    :return: The best scale and zero point per group, float32 [groups] each.
+    :return: The best scale and zero point per group, float32 [groups] each; a NaN scale (and zero point 0)
+        for a group with a NaN or infinite weight.
     """
     num_groups, group_size = weight.shape
     weighted = importance.shape[0] == num_groups
@@ -218,10 +219,14 @@ def solve_asymmetric(
         for i in range(chunk * _CHUNK, min((chunk + 1) * _CHUNK, num_groups)):
             _load(weight[i], w)
             a = importance[i] if weighted else w
-            group_max, group_min = zero, zero
+            group_max, group_min, non_finite = zero, zero, zero
             for j in range(group_size):
                 group_max = max(group_max, w[j])
                 group_min = min(group_min, w[j])
+                non_finite += w[j] * zero  # NaN once a weight is NaN or infinite, else 0
+            if non_finite != zero:
+                best_scales[i], best_zero_points[i] = np.nan, zero
+                continue
             if rtn_start:
                 s = (group_max - group_min) / q_max
                 s = eps if abs(s) < eps else s

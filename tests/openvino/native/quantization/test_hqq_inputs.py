@@ -49,15 +49,33 @@ def _assert_unchanged(model: ov.Model, snapshot: tuple) -> None:
 
 
 @pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
-@pytest.mark.parametrize("awq", [False, True])
-def test_non_finite_weight_raises_naming_the_layer_and_leaves_the_model_untouched(bad_value, awq):
+@pytest.mark.parametrize(
+    ("mode", "awq"), [(INT4_ASYM, False), (INT4_ASYM, True), (CompressWeightsMode.INT4_SYM, False)]
+)
+def test_non_finite_weight_raises_naming_the_layer_and_leaves_the_model_untouched(bad_value, mode, awq):
     good, bad = heavy_tailed_weight((64, 128), seed=1), heavy_tailed_weight((64, 128), seed=2)
     bad[3, 7] = bad_value
     model = linear_model({"good": good, "bad": bad})
     snapshot = _snapshot(model)
     with pytest.raises(nncf.ValidationError, match="bad"):
-        _compress(model, awq=awq)
+        _compress(model, mode=mode, awq=awq)
     _assert_unchanged(model, snapshot)
+
+
+@pytest.mark.parametrize("mode", [INT4_ASYM, CompressWeightsMode.INT8_ASYM, CompressWeightsMode.INT4_SYM])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_exactly_the_groups_with_non_finite_weights_get_nan_scales(mode, dtype):
+    """The solvers mark such groups (so `HQQWeightTask.solve` checks a weight without another pass over it)."""
+    weight = heavy_tailed_weight((32, 256)).astype(dtype)
+    bad = {(3, 7): np.nan, (5, 70): np.inf, (9, 255): -np.inf, (31, 128): np.nan}
+    for index, value in bad.items():
+        weight[index] = value
+    config = WeightCompressionConfig(mode=mode, group_size=64)
+    scale, _ = HQQ.calculate_quantization_params(Tensor(weight), (1,), config)
+    expected = np.zeros((32, 4, 1), bool)
+    for row, column in bad:
+        expected[row, column // 64] = True
+    np.testing.assert_array_equal(~np.isfinite(scale.data), expected)
 
 
 @pytest.mark.parametrize(
