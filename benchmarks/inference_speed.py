@@ -3,11 +3,13 @@ Inference speed of the zero point storages (RTN, HQQ u4, HQQ f16 zero point, HQQ
 
     python -m benchmarks.inference_speed --rounds 5
 
-1. MatMul stacks: `--layers` chained MatMuls of one weight shape, INT4_ASYM group size 64, compiled for the CPU
-   with default settings (dynamic activation quantization on where the plugin applies it), at batch 1 for one
-   token (decode) and for a prompt of `--prompt` tokens (prefill). Latency of one inference.
+1. MatMul stacks: `--layers` chained MatMuls of one weight shape, compiled for the CPU with default settings
+   (dynamic activation quantization on where the plugin applies it), at batch 1 for one token (decode) and for a
+   prompt of `--prompt` tokens (prefill). Latency of one inference.
 2. LLMs (`--models`, default the bundled SmolLM2-135M-Instruct): first-token latency for a `--prompt`-token
    prompt and tokens/s of `--new-tokens` greedy steps, through optimum-intel.
+
+INT4_ASYM, with each group size of `--group-sizes` (default 64).
 
 Every measurement alternates the methods, `--rounds` times; printed are medians and the ratio to RTN's.
 """
@@ -46,7 +48,9 @@ def matmul_stack(shape: tuple[int, int], layers: int, seed: int = 0) -> ov.Model
     return ov.Model([opset.result(h)], [x], "stack")
 
 
-def matmul_latencies(shape: tuple[int, int], layers: int, prompt: int, rounds: int, work_dir: Path) -> list[dict]:
+def matmul_latencies(
+    shape: tuple[int, int], layers: int, group_size: int, prompt: int, rounds: int, work_dir: Path
+) -> list[dict]:
     """Median latency of one inference of the compressed stack, per method and number of tokens."""
     shape_name = "x".join(map(str, shape))
     ir = work_dir / f"stack-{shape_name}" / "fp16" / "openvino_model.xml"
@@ -55,8 +59,8 @@ def matmul_latencies(shape: tuple[int, int], layers: int, prompt: int, rounds: i
     methods = {m.name: m for m in METHODS}
     compiled = {}
     for name in STORAGE_METHODS:
-        out_dir = work_dir / f"stack-{shape_name}" / name
-        compress(ir, methods[name], "int4_asym", 64, None, out_dir)
+        out_dir = work_dir / f"stack-{shape_name}" / f"{name}-g{group_size}"
+        compress(ir, methods[name], "int4_asym", group_size, None, out_dir)
         compiled[name] = ov.Core().compile_model(out_dir / "openvino_model.xml", "CPU")
     rows = []
     for tokens in (1, prompt):
@@ -73,7 +77,7 @@ def matmul_latencies(shape: tuple[int, int], layers: int, prompt: int, rounds: i
                 times[name].append((time.perf_counter() - start) / repeats)
         for name in STORAGE_METHODS:
             rows.append({
-                "model": f"stack {shape_name} x{layers}", "tokens": tokens, "method": name,
+                "model": f"stack {shape_name} x{layers}", "group_size": group_size, "tokens": tokens, "method": name,
                 "latency_ms": 1000 * float(np.median(times[name])),
             })  # fmt: skip
     return rows
@@ -94,7 +98,9 @@ def generation_run(model, prompt_ids: np.ndarray, new_tokens: int) -> tuple[floa
     return first, new_tokens / max(total - first, 1e-9)
 
 
-def llm_speeds(model_name: str, prompt: int, new_tokens: int, rounds: int, cache_dir: Path, work_dir: Path):
+def llm_speeds(
+    model_name: str, group_size: int, prompt: int, new_tokens: int, rounds: int, cache_dir: Path, work_dir: Path
+) -> list[dict]:
     """Median first-token latency and tokens/s of the LLM compressed with each method."""
     from optimum.intel import OVModelForCausalLM
     from transformers import AutoTokenizer
@@ -107,8 +113,8 @@ def llm_speeds(model_name: str, prompt: int, new_tokens: int, rounds: int, cache
     methods = {m.name: m for m in METHODS}
     models = {}
     for name in STORAGE_METHODS:
-        out_dir = work_dir / model_name / name
-        compress(ir_file, methods[name], "int4_asym", 64, None, out_dir)
+        out_dir = work_dir / model_name / f"{name}-g{group_size}"
+        compress(ir_file, methods[name], "int4_asym", group_size, None, out_dir)
         models[name] = OVModelForCausalLM.from_pretrained(out_dir, compile=True)
         generation_run(models[name], prompt_ids, 4)  # warm-up
     first = {name: [] for name in STORAGE_METHODS}
@@ -120,7 +126,7 @@ def llm_speeds(model_name: str, prompt: int, new_tokens: int, rounds: int, cache
             speed[name].append(tokens_per_s)
     return [
         {
-            "model": model_name, "tokens": prompt, "method": name,
+            "model": model_name, "group_size": group_size, "tokens": prompt, "method": name,
             "first_token_ms": 1000 * float(np.median(first[name])), "tokens_per_s": float(np.median(speed[name])),
         }
         for name in STORAGE_METHODS
@@ -128,15 +134,16 @@ def llm_speeds(model_name: str, prompt: int, new_tokens: int, rounds: int, cache
 
 
 def with_ratios(rows: list[dict], key: str) -> list[dict]:
-    """Adds `<key>_vs_rtn`: the row's value over the RTN row's of the same model and number of tokens."""
-    rtn = {(r["model"], r["tokens"]): r[key] for r in rows if r["method"] == "rtn"}
-    return [{**r, f"{key}_vs_rtn": r[key] / rtn[(r["model"], r["tokens"])]} for r in rows]
+    """Adds `<key>_vs_rtn`: the row's value over the RTN row's of the same model, group size and number of tokens."""
+    rtn = {(r["model"], r["group_size"], r["tokens"]): r[key] for r in rows if r["method"] == "rtn"}
+    return [{**r, f"{key}_vs_rtn": r[key] / rtn[(r["model"], r["group_size"], r["tokens"])]} for r in rows]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--group-sizes", nargs="+", type=int, default=[64])
     parser.add_argument("--models", nargs="*", default=["smollm2-135m"], help="registry names or paths")
     parser.add_argument("--prompt", type=int, default=128, help="prompt tokens")
     parser.add_argument("--new-tokens", type=int, default=64)
@@ -148,30 +155,32 @@ def main(argv: list[str] | None = None) -> None:
     work_dir = args.out_dir / "models"
     lines = [
         f"Median of {args.rounds} alternating rounds; ratio = value / RTN's (latency: lower is better; tokens/s: "
-        "higher is better). INT4_ASYM, group size 64, CPU plugin defaults.",
+        "higher is better). INT4_ASYM, CPU plugin defaults.",
         "",
-        "| model | tokens | method | latency, ms | vs RTN |",
-        "|---|---|---|---|---|",
+        "| model | group | tokens | method | latency, ms | vs RTN |",
+        "|---|---|---|---|---|---|",
     ]
     matmul_rows = []
     for shape_name in args.shapes:
-        matmul_rows += matmul_latencies(SHAPES[shape_name], args.layers, args.prompt, args.rounds, work_dir)
+        for g in args.group_sizes:
+            matmul_rows += matmul_latencies(SHAPES[shape_name], args.layers, g, args.prompt, args.rounds, work_dir)
     matmul_rows = with_ratios(matmul_rows, "latency_ms")
     for r in matmul_rows:
-        lines.append(f"| {r['model']} | {r['tokens']} | {r['method']} | {r['latency_ms']:.2f} | "
+        lines.append(f"| {r['model']} | {r['group_size']} | {r['tokens']} | {r['method']} | {r['latency_ms']:.2f} | "
                      f"{r['latency_ms_vs_rtn']:.2f}x |")  # fmt: skip
     llm_rows = []
     for model_name in args.models:
-        llm_rows += llm_speeds(model_name, args.prompt, args.new_tokens, args.rounds, args.cache_dir, work_dir)
+        for g in args.group_sizes:
+            llm_rows += llm_speeds(model_name, g, args.prompt, args.new_tokens, args.rounds, args.cache_dir, work_dir)
     llm_rows = with_ratios(with_ratios(llm_rows, "first_token_ms"), "tokens_per_s")
     if llm_rows:
-        lines += ["", "| model | prompt | method | first token, ms | vs RTN | tokens/s | vs RTN |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += ["", "| model | group | prompt | method | first token, ms | vs RTN | tokens/s | vs RTN |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in llm_rows:
         first, first_ratio = r["first_token_ms"], r["first_token_ms_vs_rtn"]
         speed, speed_ratio = r["tokens_per_s"], r["tokens_per_s_vs_rtn"]
-        lines.append(f"| {r['model']} | {r['tokens']} | {r['method']} | {first:.1f} | {first_ratio:.2f}x | "
-                     f"{speed:.1f} | {speed_ratio:.2f}x |")  # fmt: skip
+        lines.append(f"| {r['model']} | {r['group_size']} | {r['tokens']} | {r['method']} | {first:.1f} | "
+                     f"{first_ratio:.2f}x | {speed:.1f} | {speed_ratio:.2f}x |")  # fmt: skip
     shutil.rmtree(work_dir, ignore_errors=True)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "results.md").write_text("\n".join(lines) + "\n")

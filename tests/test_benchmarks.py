@@ -45,7 +45,8 @@ def test_inference_speed_benchmark_times_every_storage_against_rtn(tmp_path):
     from benchmarks.inference_speed import matmul_latencies
     from benchmarks.inference_speed import with_ratios
 
-    rows = with_ratios(matmul_latencies((128, 256), layers=2, prompt=8, rounds=1, work_dir=tmp_path), "latency_ms")
+    rows = matmul_latencies((128, 256), layers=2, group_size=64, prompt=8, rounds=1, work_dir=tmp_path)
+    rows = with_ratios(rows, "latency_ms")
     assert [(r["tokens"], r["method"]) for r in rows] == [(t, m) for t in (1, 8) for m in STORAGE_METHODS]
     assert all(r["latency_ms"] > 0 for r in rows)
     assert all(r["latency_ms_vs_rtn"] == 1.0 for r in rows if r["method"] == "rtn")

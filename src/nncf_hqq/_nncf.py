@@ -53,8 +53,10 @@ class WeightTask(Protocol):
     """How an algorithm compresses one weight (such as `nncf_hqq.hqq.HQQWeightTask`)."""
 
     def solve(self, wp: WeightCompressionParameters, weight: Tensor) -> CompressedWeight:
-        """The quantization parameters of one weight, from its value; raises `nncf.ValidationError` if the weight
-        has NaN or infinite values (the check `check_weight` makes on the weights without a task)."""
+        """
+        The quantization parameters of one weight, from its value; raises `nncf.ValidationError` if the weight has
+        NaN or infinite values (the check `check_weight` makes on the weights without a task).
+        """
 
 
 class PrecomputingAlgorithm(Protocol):
