@@ -21,6 +21,7 @@ from nncf.common.logging.track_progress import track
 from nncf.openvino.quantization import quantize_model as ov_quantize_model
 from nncf.openvino.rt_info import dump_parameters
 from nncf.parameters import CompressWeightsMode
+from nncf.quantization.algorithms.weight_compression import openvino_backend as nncf_openvino_backend
 from nncf.quantization.algorithms.weight_compression.algorithm import WeightCompression
 from nncf.quantization.algorithms.weight_compression.config import WeightCompressionConfig
 from nncf.quantization.algorithms.weight_compression.config import WeightCompressionParameters
@@ -228,6 +229,10 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
                 self._check_weight(wp.weight_name, weight)
             else:  # checks the weight as it solves it
                 precomputed_compressed_weight = task.solve(wp, weight)
+        if precomputed_compressed_weight is not None and precomputed_compressed_weight.tensor is not None:
+            precomputed_compressed_weight = _with_codes_as_constant_data(
+                precomputed_compressed_weight, compression_config
+            )
         mul, compressed_weight = super()._create_compression_subgraph(
             weight,
             compression_config,
@@ -254,6 +259,37 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
         integer_const = opset.constant(integer_zero_point.astype(np.uint8), dtype=zero_point_type, name=name)
         _replace_zero_point(mul, const_node_name, opset.convert(integer_const, ov.Type.f16))
         return mul, compressed_weight
+
+
+def _with_codes_as_constant_data(compressed: CompressedWeight, config: WeightCompressionConfig) -> CompressedWeight:
+    """
+    The weight's unsigned integer codes (uint8 values) as NNCF's OpenVINO quantization returns them: 4-bit codes as
+    a u4 OpenVINO tensor (two codes per byte, the first in the low half), which a constant shares; others as they
+    are.
+    """
+    dtype = DTYPE_MAP[config.compression_dtype]
+    if dtype != ov.Type.u4:
+        return compressed
+    codes = np.ascontiguousarray(compressed.tensor.as_numpy_tensor().data, dtype=np.uint8).reshape(-1)
+    # The tensor owns its memory: a constant that shares it keeps it alive (one made from a numpy array would not).
+    tensor = ov.Tensor(dtype, ov.Shape(list(compressed.tensor.shape)))
+    packed = tensor.data  # (size + 1) // 2 bytes
+    packed[: codes.size // 2] = codes[1::2] << 4
+    packed[codes.size // 2 :] = 0
+    packed |= codes[0::2]
+    return CompressedWeight(Tensor(tensor), compressed.scale, compressed.zero_point, compressed.codebook)
+
+
+def _compress_weight_keeping_given_codes(compress_weight: Callable) -> Callable:
+    """NNCF's `compress_weight`, except that a precomputed integer weight that has its codes is used as it is."""
+
+    def compress_weight_keeping_given_codes(weight, reduction_axes, config, precomputed_compressed_weight=None):
+        if config.is_integer and precomputed_compressed_weight is not None:
+            if precomputed_compressed_weight.tensor is not None:
+                return precomputed_compressed_weight
+        return compress_weight(weight, reduction_axes, config, precomputed_compressed_weight)
+
+    return compress_weight_keeping_given_codes
 
 
 def _constant_name(wp: WeightCompressionParameters) -> str:
@@ -332,14 +368,21 @@ _PATCH_LOCK = threading.Lock()
 
 @contextmanager
 def openvino_weight_compression_class(cls: type[WeightCompression]) -> Iterator[None]:
-    """Makes NNCF's OpenVINO `compress_weights` implementation build `cls` instead of `WeightCompression`."""
+    """
+    Makes NNCF's OpenVINO `compress_weights` implementation build `cls` instead of `WeightCompression`, and its
+    OpenVINO backend use the codes of a precomputed integer weight when they are given (NNCF would recompute them
+    from its scale and zero point).
+    """
     with _PATCH_LOCK:
-        original = ov_quantize_model.WeightCompression
+        original_class = ov_quantize_model.WeightCompression
+        original_compress_weight = nncf_openvino_backend.compress_weight
         ov_quantize_model.WeightCompression = cls
+        nncf_openvino_backend.compress_weight = _compress_weight_keeping_given_codes(original_compress_weight)
         try:
             yield
         finally:
-            ov_quantize_model.WeightCompression = original
+            ov_quantize_model.WeightCompression = original_class
+            nncf_openvino_backend.compress_weight = original_compress_weight
 
 
 @contextmanager

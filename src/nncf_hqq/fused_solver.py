@@ -199,14 +199,17 @@ def solve_asymmetric(
     :param refit_zero_point: 0: integer zero points; 1: then refit a float zero point, z_f = mean(Q - W / s) for the
         codes Q of the best (s, z), where it lowers phi (`hqq._refit_float_zero_point`); 2: the same, z_f rounded
         to float16.
-    :return: The best scale and zero point per group, float32 [groups] each; a NaN scale (and zero point 0)
-        for a group with a NaN or infinite weight.
+    :return: The best scale and zero point per group, float32 [groups] each, and the codes of the weights for them,
+        uint8 [groups, group size]: Q = clip(round(W / s + z), 0, q_max), as NNCF's integer quantization computes
+        them from a given scale and zero point. A group with a NaN or infinite weight gets a NaN scale (zero point
+        0, codes undefined).
     """
     num_groups, group_size = weight.shape
     weighted = importance.shape[0] == num_groups
     rtn_start = scale.shape[0] != num_groups
     best_scales = np.empty(num_groups, np.float32)
     best_zero_points = np.empty(num_groups, np.float32)
+    codes = np.empty((num_groups, group_size), np.uint8)
     p = np.float32(lp_norm)
     half, zero = np.float32(0.5), np.float32(0.0)
     eps = np.finfo(np.float32).eps
@@ -276,4 +279,6 @@ def solve_asymmetric(
                 if error < best_error:
                     best_zero_point = float_zero_point
             best_scales[i], best_zero_points[i] = best_scale, best_zero_point
-    return best_scales, best_zero_points
+            for j in range(group_size):
+                codes[i, j] = np.uint8(min(max(np.rint(w[j] / best_scale + best_zero_point), zero), q_max))
+    return best_scales, best_zero_points, codes

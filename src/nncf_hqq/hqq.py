@@ -53,7 +53,7 @@ class HQQWeightTask:
 
         :raises nncf.ValidationError: The weight has NaN or infinite values.
         """
-        scale, zero_point = HQQ.calculate_quantization_params(
+        compressed = HQQ.calculate_compressed_weight(
             weight,
             wp.reduction_axes,
             wp.compression_config,
@@ -62,9 +62,9 @@ class HQQWeightTask:
             initial_zero_point=None if self.initial is None else self.initial.zero_point,
             input_importance=self.input_importance,
         )
-        if not np.isfinite(scale.as_numpy_tensor().data).all():  # a group with a NaN or infinite weight
+        if not np.isfinite(compressed.scale.as_numpy_tensor().data).all():  # a group with a NaN or infinite weight
             raise nncf.ValidationError(_non_finite_weight_message(wp.weight_name))
-        return CompressedWeight(None, scale, zero_point)
+        return compressed
 
 
 class HQQ:
@@ -108,8 +108,8 @@ class HQQ:
         :param all_weight_params: The weights to compress and their compression configs.
         :param backend_entity: NNCF weight-compression backend used to read the weights.
         :param precomputed_compressed_weights: Parameters from an earlier algorithm (scale estimation), see `plan`.
-        :return: Precomputed parameters for NNCF's compression step: the given ones, with HQQ's replacing them
-            for the weights HQQ handles.
+        :return: Precomputed parameters for NNCF's compression step: the given ones, with HQQ's scales and zero
+            points replacing them for the weights HQQ handles (NNCF computes the codes).
         """
         result = dict(precomputed_compressed_weights or {})
         tasks = self.plan(all_weight_params, backend_entity, precomputed_compressed_weights)
@@ -117,7 +117,9 @@ class HQQ:
         sizes = [wp.num_weights for wp in weight_params]
         for wp in track(weight_params, description="Applying HQQ", weights=sizes):
             weight = backend_entity.get_weight(wp.node_with_weight, wp.weight_port_id, model, graph)
-            result[wp.weight_name] = tasks[wp.weight_name].solve(wp, weight)
+            compressed = tasks[wp.weight_name].solve(wp, weight)
+            # without the codes: holding them until NNCF's transform would cost a byte per weight of the model
+            result[wp.weight_name] = CompressedWeight(None, compressed.scale, compressed.zero_point)
         return result
 
     def plan(
@@ -184,8 +186,27 @@ class HQQ:
         input_importance: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """
+        Scale and zero point of one weight: those of `calculate_compressed_weight` (same parameters).
+        """
+        compressed = HQQ.calculate_compressed_weight(
+            weight, reduction_axes, config, params, initial_scale, initial_zero_point, input_importance
+        )
+        return compressed.scale, compressed.zero_point
+
+    @staticmethod
+    def calculate_compressed_weight(
+        weight: Tensor,
+        reduction_axes: tuple[int, ...],
+        config: WeightCompressionConfig,
+        params: AdvancedHQQParameters | None = None,
+        initial_scale: Tensor | None = None,
+        initial_zero_point: Tensor | None = None,
+        input_importance: Tensor | None = None,
+    ) -> CompressedWeight:
+        """
         Scale and zero point of one weight, in NNCF's layout (that of `calculate_integer_quantization_params` on
-        the weight grouped by `reshape_weight_for_grouped_quantization`).
+        the weight grouped by `reshape_weight_for_grouped_quantization`), and in asymmetric modes the codes for
+        them, as NNCF's integer quantization would compute them from these parameters (so it need not).
 
         :param weight: The weight tensor, as stored in the model.
         :param reduction_axes: Axes along which the weight's rows share quantization parameters.
@@ -195,9 +216,10 @@ class HQQ:
         :param initial_zero_point: Starting zero point, with `initial_scale`.
         :param input_importance: Weights of the scale search's L2 error per index along the (single) reduction
             axis, e.g. the squared scale of the normalisation layer feeding the MatMul; uniform when None.
-        :return: The scale (float32) and the zero point: int32 on the integer grid, float32 for the FLOAT16 and
-            OFFSET zero point storages, None for symmetric modes. A group with a NaN or infinite weight gets a
-            non-finite scale, so checking the scales checks the weight.
+        :return: The scale (float32); the zero point: int32 on the integer grid, float32 for the FLOAT16 and
+            OFFSET zero point storages, None for symmetric modes; the codes Q = clip(round(W / s + z), 0, 2^b - 1),
+            uint8 in the grouped weight's layout, for asymmetric modes (None for symmetric ones). A group with a
+            NaN or infinite weight gets a non-finite scale, so checking the scales checks the weight.
         """
         params = params if params is not None else AdvancedHQQParameters()
         if config.mode not in SUPPORTED_MODES:
@@ -224,8 +246,9 @@ class HQQ:
 
         rows = _RowsAlongLastAxis(weight.shape, reduction_axes)
         importance = None if importance is None else rows.to_rows(importance)
+        codes = None
         if config.is_asym_mode:
-            scale, zero_point = solve_asymmetric_fused(
+            scale, zero_point, codes = solve_asymmetric_fused(
                 rows.to_rows(weight),
                 None if initial_scale is None else rows.to_rows(initial_scale),
                 None if initial_scale is None else rows.to_rows(initial_zero_point),
@@ -233,6 +256,7 @@ class HQQ:
                 params,
                 importance,
             )
+            codes = rows.values_from_rows(codes)
         else:
             weight = weight.astype(TensorDataType.float32)
             if initial_scale is None:
@@ -246,7 +270,7 @@ class HQQ:
         if zero_point is not None:
             integer = params.zero_point_storage == HQQZeroPointStorage.INTEGER
             zero_point = rows.from_rows(zero_point.astype(TensorDataType.int32) if integer else zero_point)
-        return scale, zero_point
+        return CompressedWeight(codes, scale, zero_point)
 
 
 def check_weight_is_finite(weight_name: str, weight: Tensor) -> None:
@@ -471,7 +495,7 @@ def solve_asymmetric_fused(
     num_bits: int,
     params: AdvancedHQQParameters,
     importance: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     """
     `solve` for asymmetric modes, compiled and fused per group (`nncf_hqq.fused_solver`): the same result up to
     float rounding (ties between candidates may resolve differently).
@@ -482,7 +506,8 @@ def solve_asymmetric_fused(
     :param num_bits: Bit width of the integer grid.
     :param params: Solver parameters, `params.zero_point_storage` among them.
     :param importance: Per-weight factors of the scale search's squared errors, [..., group]; uniform when None.
-    :return: Best scale and zero point, float32 [groups, 1] (groups: the leading axes flattened).
+    :return: Best scale and zero point, float32 [groups, 1] (groups: the leading axes flattened), and the codes for
+        them, uint8 [groups, group], see `nncf_hqq.fused_solver.solve_asymmetric`.
     """
     from nncf_hqq.fused_solver import solve_asymmetric  # numba compiles it (or loads its cache) on first use
 
@@ -494,7 +519,7 @@ def solve_asymmetric_fused(
     weight_values = as_array(weight, (-1, group_size))
     no_values = np.zeros(0, np.float32)
     refit = {HQQZeroPointStorage.INTEGER: 0, HQQZeroPointStorage.OFFSET: 1, HQQZeroPointStorage.FLOAT16: 2}
-    best_scale, best_zero_point = solve_asymmetric(
+    best_scale, best_zero_point, codes = solve_asymmetric(
         weight_values.view(np.uint16) if weight_values.dtype == np.float16 else weight_values,
         no_values if scale is None else as_array(scale, (-1,)),
         no_values if scale is None else as_array(zero_point, (-1,)),
@@ -509,7 +534,7 @@ def solve_asymmetric_fused(
         params.clip_extremes,
         refit[params.zero_point_storage],
     )
-    return Tensor(best_scale[:, None]), Tensor(best_zero_point[:, None])
+    return Tensor(best_scale[:, None]), Tensor(best_zero_point[:, None]), Tensor(codes)
 
 
 def _sum_of_squares(x: Tensor, weights: Tensor | None = None) -> Tensor:
@@ -532,7 +557,7 @@ def _least_squares_ratio(target: Tensor, levels: Tensor) -> Tensor:
 
 
 class _RowsAlongLastAxis:
-    """Moves the reduction axes of a tensor to one last axis and back (for tensors reduced with keepdims)."""
+    """Moves the reduction axes of a tensor to one last axis, and back."""
 
     def __init__(self, shape: tuple[int, ...], reduction_axes: tuple[int, ...]):
         ndim = len(shape)
@@ -540,6 +565,7 @@ class _RowsAlongLastAxis:
         kept = [a for a in range(ndim) if a not in self._axes]
         self._permutation = tuple(kept + list(self._axes))
         self._kept_shape = tuple(shape[a] for a in kept)
+        self._reduced_shape = tuple(shape[a] for a in self._axes)
         self._inverse = tuple(self._permutation.index(a) for a in range(ndim))
 
     def to_rows(self, x: Tensor) -> Tensor:
@@ -547,5 +573,11 @@ class _RowsAlongLastAxis:
         return x.reshape((*self._kept_shape, -1))
 
     def from_rows(self, x: Tensor) -> Tensor:
+        """A tensor reduced over the rows ([..., 1]) in the layout of the original one reduced with keepdims."""
         x = x.reshape(self._kept_shape + (1,) * len(self._axes))
+        return fns.transpose(x, self._inverse)
+
+    def values_from_rows(self, x: Tensor) -> Tensor:
+        """A tensor of the rows' shape in the original layout."""
+        x = x.reshape(self._kept_shape + self._reduced_shape)
         return fns.transpose(x, self._inverse)

@@ -1,5 +1,6 @@
 """HQQ inside NNCF's weight compression of OpenVINO models: accuracy, storage format, chaining, errors."""
 
+import dataclasses
 import itertools
 
 import nncf
@@ -10,12 +11,14 @@ from nncf import CompressWeightsMode
 from nncf.quantization.algorithms.weight_compression.config import WeightCompressionConfig
 from nncf.quantization.algorithms.weight_compression.weight_lowering import calculate_integer_quantization_params
 from nncf.tensor import Tensor
+from openvino import opset13 as opset
 
 from nncf_hqq import HQQ
 from nncf_hqq import AdvancedCompressionParameters
 from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import HQQZeroPointStorage
 from nncf_hqq import compress_weights
+from nncf_hqq.hqq import HQQWeightTask
 from nncf_hqq.hqq import solve
 from tests.openvino.native.models import bert_mlp_weights
 from tests.openvino.native.models import bert_weights
@@ -179,6 +182,40 @@ def test_compiled_model_matches_numpy_dequantized_reference(advanced_parameters)
     config = {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
     compiled = ov.Core().compile_model(model, "CPU", config)
     np.testing.assert_allclose(compiled([x])[0], x @ dequantized.T, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("zero_point_storage", list(HQQZeroPointStorage))
+@pytest.mark.parametrize(
+    ("mode", "group_size", "shape"),
+    [(INT4_ASYM, 64, (96, 256)), (INT4_ASYM, -1, (33, 65)), (CompressWeightsMode.INT8_ASYM, -1, (96, 256))],
+)
+@pytest.mark.parametrize("transposed", [False, True], ids=["w_out_in", "w_in_out"])
+def test_hqq_codes_give_the_model_nncf_builds_from_hqq_parameters(
+    monkeypatch, zero_point_storage, mode, group_size, shape, transposed
+):
+    """HQQ hands NNCF the codes with the parameters; the model is the one NNCF builds when it computes them."""
+    weight = heavy_tailed_weight(shape)
+
+    def compress() -> ov.Model:
+        if transposed:
+            x = opset.parameter([1, 4, shape[1]], ov.Type.f32, name="x")
+            y = opset.matmul(x, opset.constant(weight.T.copy(), name="w"), False, False, name="w_matmul")
+            model = ov.Model([opset.result(y, name="y")], [x])
+        else:
+            model = linear_model({"w": weight})
+        params = AdvancedCompressionParameters(hqq_params=AdvancedHQQParameters(zero_point_storage=zero_point_storage))
+        int4 = mode == INT4_ASYM
+        kwargs = dict(group_size=group_size if int4 else None, all_layers=True if int4 else None)
+        return compress_weights(model, mode=mode, hqq=True, advanced_parameters=params, **kwargs)
+
+    with_codes = compress()
+    solve_with_codes = HQQWeightTask.solve
+    monkeypatch.setattr(
+        HQQWeightTask,
+        "solve",
+        lambda task, wp, w: dataclasses.replace(solve_with_codes(task, wp, w), tensor=None),
+    )
+    _assert_same_constants(constants(with_codes), constants(compress()))
 
 
 def test_hqq_is_deterministic():

@@ -5,7 +5,9 @@ import pytest
 from nncf import CompressWeightsMode
 from nncf.quantization.algorithms.weight_compression.config import WeightCompressionConfig
 from nncf.quantization.algorithms.weight_compression.weight_lowering import calculate_integer_quantization_params
+from nncf.quantization.algorithms.weight_compression.weight_lowering import do_integer_quantization
 from nncf.tensor import Tensor
+from nncf.tensor import TensorDataType
 
 from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import HQQZeroPointStorage
@@ -71,7 +73,7 @@ def test_fused_solver_matches_the_reference_solver_up_to_float_rounding(case):
     scale_difference = np.abs(fused[0].data / reference[0].data - 1)
     assert np.mean(same_zero_point) > 0.97
     assert np.mean(scale_difference < 1e-5) > 0.99
-    fused_error = _lp_error(weight, *fused, params.lp_norm)
+    fused_error = _lp_error(weight, *fused[:2], params.lp_norm)
     reference_error = _lp_error(weight, *reference, params.lp_norm)
     assert np.all(np.abs(fused_error - reference_error) <= 1e-2 * reference_error + 1e-12)
     assert abs(fused_error.sum() / reference_error.sum() - 1) < 1e-5
@@ -96,8 +98,8 @@ def test_fused_solver_reads_float16_weights_and_starts_from_nncf_rtn():
     from_float32 = solve_asymmetric_fused(Tensor(weight), *rtn, 4, params)
     assert np.mean(from_float16[1].data == from_float32[1].data) > 0.97
     assert np.all(np.isfinite(from_float16[0].data)) and np.all(from_float16[0].data > 0)
-    float16_error = _lp_error(weight, *from_float16, params.lp_norm)
-    float32_error = _lp_error(weight, *from_float32, params.lp_norm)
+    float16_error = _lp_error(weight, *from_float16[:2], params.lp_norm)
+    float32_error = _lp_error(weight, *from_float32[:2], params.lp_norm)
     assert abs(float16_error.sum() / float32_error.sum() - 1) < 1e-5
 
 
@@ -106,10 +108,25 @@ def test_fused_solver_is_never_worse_than_its_start():
     scale, zero_point = _rtn(weight)
     params = AdvancedHQQParameters()
     fused = solve_asymmetric_fused(Tensor(weight), scale, zero_point, 4, params)
-    fused_error = _lp_error(weight, *fused, params.lp_norm)
+    fused_error = _lp_error(weight, *fused[:2], params.lp_norm)
     rtn_error = _lp_error(weight, scale, zero_point, params.lp_norm)
     assert np.all(fused_error <= rtn_error * (1 + 1e-6))
     assert np.mean(fused_error < rtn_error) > 0.5
+
+
+@pytest.mark.parametrize("storage", list(HQQZeroPointStorage))
+@pytest.mark.parametrize(("dtype", "num_bits"), [(np.float32, 4), (np.float16, 4), (np.float32, 8)])
+def test_fused_solver_codes_are_those_nncf_computes_from_its_parameters(storage, dtype, num_bits):
+    """NNCF's integer quantization, given the solver's scale and zero point, gives the codes the solver returns."""
+    weight = _groups(seed=6).astype(dtype)
+    params = AdvancedHQQParameters(zero_point_storage=storage)
+    scale, zero_point, codes = solve_asymmetric_fused(Tensor(weight), None, None, num_bits, params)
+    mode = CompressWeightsMode.INT4_ASYM if num_bits == 4 else CompressWeightsMode.INT8_ASYM
+    config = WeightCompressionConfig(mode=mode, group_size=GROUP)
+    if storage == HQQZeroPointStorage.INTEGER:
+        zero_point = zero_point.astype(TensorDataType.int32)
+    nncf_codes = do_integer_quantization(Tensor(weight), config, None, scale, zero_point).tensor
+    np.testing.assert_array_equal(codes.data, nncf_codes.as_numpy_tensor().data)
 
 
 @pytest.mark.parametrize("p", [0.3, 0.7, 1.0])
