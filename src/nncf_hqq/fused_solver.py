@@ -244,9 +244,11 @@ def solve_asymmetric(
                 )
             b = beta
             for iteration in range(num_iterations + 1):
-                error = _quantize(w, s, z, q_max, p, u, q, residual, residual_p)
-                if error < best_error:
-                    best_scale, best_zero_point, best_error = s, z, error
+                # the buffers still hold the start's quantization if the search kept the start
+                if iteration > 0 or s != best_scale or z != best_zero_point:
+                    error = _quantize(w, s, z, q_max, p, u, q, residual, residual_p)
+                    if error < best_error:
+                        best_scale, best_zero_point, best_error = s, z, error
                 if iteration == num_iterations:
                     break
                 # E = shrink_p(residual, beta); the target of (Q - z) is u - E
