@@ -271,12 +271,12 @@ def _with_codes_as_constant_data(compressed: CompressedWeight, config: WeightCom
     if dtype != ov.Type.u4:
         return compressed
     codes = np.ascontiguousarray(compressed.tensor.as_numpy_tensor().data, dtype=np.uint8).reshape(-1)
+    if codes.size % 2:
+        codes = np.append(codes, np.uint8(0))
     # The tensor owns its memory: a constant that shares it keeps it alive (one made from a numpy array would not).
     tensor = ov.Tensor(dtype, ov.Shape(list(compressed.tensor.shape)))
-    packed = tensor.data  # (size + 1) // 2 bytes
-    packed[: codes.size // 2] = codes[1::2] << 4
-    packed[codes.size // 2 :] = 0
-    packed |= codes[0::2]
+    pairs = codes.view("<u2")  # code 2i in the low byte, code 2i + 1 in the high byte
+    np.bitwise_or(pairs, pairs >> 4, out=tensor.data, casting="unsafe")  # low byte: code 2i | code 2i + 1 << 4
     return CompressedWeight(Tensor(tensor), compressed.scale, compressed.zero_point, compressed.codebook)
 
 
