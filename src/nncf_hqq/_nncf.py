@@ -90,6 +90,9 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
     re-wiring of the weights replaced so far and of the zero point offsets added: the model's graph is left as it
     was given (LoRA adapters, which NNCF inserts during the transform, are not undone).
 
+    A precomputed integer weight may carry its codes (HQQ's do); NNCF then stores them instead of quantizing the
+    weight again from the scale and zero point (see `openvino_weight_compression_class`).
+
     Zero points that are not integer-valued would be silently truncated by NNCF's u4/u8 zero point constant. They
     are stored either as f16 constants (`Constant(f16) -> Subtract`), or, with `zero_point_offsets`, split into
     NNCF's integer zero point and a per-group offset added after the MatMul (see `add_zero_point_offset`).
@@ -229,7 +232,8 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
                 self._check_weight(wp.weight_name, weight)
             else:  # checks the weight as it solves it
                 precomputed_compressed_weight = task.solve(wp, weight)
-        if precomputed_compressed_weight is not None and precomputed_compressed_weight.tensor is not None:
+        with_codes = precomputed_compressed_weight is not None and precomputed_compressed_weight.tensor is not None
+        if with_codes and compression_config.is_integer:
             precomputed_compressed_weight = _with_codes_as_constant_data(
                 precomputed_compressed_weight, compression_config
             )
@@ -332,8 +336,8 @@ def weight_compression_class(
 ) -> type[WeightCompression]:
     """
     Returns a `WeightCompression` subclass that
-    - takes the quantization parameters of the weights `algorithm` handles from it, computed right before NNCF
-      compresses them (after AWQ and scale estimation),
+    - takes the quantization parameters (and codes) of the weights `algorithm` handles from it, computed right
+      before NNCF compresses them (after AWQ and scale estimation),
     - calls `check_weight(name, weight)` on every weight to compress before it is compressed; an exception
       during NNCF's transform leaves the model's graph as it was (see `PrecomputedParamsOVBackend`),
     - stores float zero points as f16, or with `zero_point_offsets` as integer ones plus per-group offsets,

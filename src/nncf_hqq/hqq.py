@@ -49,7 +49,7 @@ class HQQWeightTask:
 
     def solve(self, wp: WeightCompressionParameters, weight: Tensor) -> CompressedWeight:
         """
-        The weight's HQQ scale and zero point, from its value `weight`.
+        The weight's HQQ scale and zero point, and in asymmetric modes its codes, from its value `weight`.
 
         :raises nncf.ValidationError: The weight has NaN or infinite values.
         """
