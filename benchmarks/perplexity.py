@@ -128,6 +128,8 @@ METHODS = [
     Method("hqq-u4-steps7", _hqq(scale_search_steps=7)),
     Method("hqq-u4-steps5", _hqq(scale_search_steps=5)),
     Method("hqq-u4-steps3", _hqq(scale_search_steps=3)),
+    Method("hqq-f16zp-steps7", _hqq(zero_point_storage="float16", scale_search_steps=7)),
+    Method("hqq-offset-steps7", _hqq(zero_point_storage="offset", scale_search_steps=7)),
     Method("hqq-f16zp", _hqq(zero_point_storage="float16")),
     Method("hqq-offset", _hqq(zero_point_storage="offset")),
     Method("hqq-u4-norm", _hqq(norm_importance=True)),
