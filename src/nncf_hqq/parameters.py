@@ -44,8 +44,8 @@ class AdvancedHQQParameters:
     :param zero_point_storage: Storage of asymmetric zero points, see `HQQZeroPointStorage`.
     :param scale_search_steps: In asymmetric modes, first search the scales (1 + SCALE_SEARCH_STEP k) s_RTN,
         k = 0..steps (never clipping), with integer zero points, for the least L2 error, and start the proximal
-        iterations from there; 0 starts from RTN. This search is where the integer path's
-        perplexity gain was measured to come from.
+        iterations from there; 0 starts from RTN. This search is where the integer path's perplexity gain was
+        measured to come from; 7 expansions (up to 14%) had lower perplexity than 15 and 5 (benchmarks/RESULTS.md).
     :param refine_scale_estimation: With scale estimation, let HQQ start from the estimated parameters and keep
         them only where it cannot improve its (data-free) objective. By default HQQ leaves the layers scale
         estimation handled alone: refining them was measured to raise perplexity over scale estimation alone.
@@ -61,7 +61,7 @@ class AdvancedHQQParameters:
     beta: float = 10.0
     kappa: float = 1.01
     zero_point_storage: HQQZeroPointStorage = HQQZeroPointStorage.INTEGER
-    scale_search_steps: int = 15
+    scale_search_steps: int = 7
     refine_scale_estimation: bool = False
     clip_extremes: bool = False
     norm_importance: bool = False

@@ -239,7 +239,7 @@ def test_rt_info_records_hqq_and_survives_save(tmp_path):
     info = lambda *key: loaded.get_rt_info(["nncf", "weight_compression", "hqq", *key]).astype(str)
     assert info("enabled") == "True"
     assert info("num_iterations") == "None"  # the solver's default for the path
-    assert info("scale_search_steps") == "15"
+    assert info("scale_search_steps") == "7"
     assert info("lp_norm") == "0.7"
     assert info("zero_point_storage") == "float16"
 
