@@ -232,8 +232,7 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
                 self._check_weight(wp.weight_name, weight)
             else:  # checks the weight as it solves it
                 precomputed_compressed_weight = task.solve(wp, weight)
-        with_codes = precomputed_compressed_weight is not None and precomputed_compressed_weight.tensor is not None
-        if with_codes and compression_config.is_integer:
+        if _carries_codes(precomputed_compressed_weight, compression_config):
             precomputed_compressed_weight = _with_codes_as_constant_data(
                 precomputed_compressed_weight, compression_config
             )
@@ -265,6 +264,11 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
         return mul, compressed_weight
 
 
+def _carries_codes(compressed: CompressedWeight | None, config: WeightCompressionConfig) -> bool:
+    """Whether a precomputed weight of an integer config comes with its codes."""
+    return config.is_integer and compressed is not None and compressed.tensor is not None
+
+
 def _with_codes_as_constant_data(compressed: CompressedWeight, config: WeightCompressionConfig) -> CompressedWeight:
     """
     The weight's unsigned integer codes (uint8 values) as NNCF's OpenVINO quantization returns them: 4-bit codes as
@@ -288,9 +292,8 @@ def _compress_weight_keeping_given_codes(compress_weight: Callable) -> Callable:
     """NNCF's `compress_weight`, except that a precomputed integer weight that has its codes is used as it is."""
 
     def compress_weight_keeping_given_codes(weight, reduction_axes, config, precomputed_compressed_weight=None):
-        if config.is_integer and precomputed_compressed_weight is not None:
-            if precomputed_compressed_weight.tensor is not None:
-                return precomputed_compressed_weight
+        if _carries_codes(precomputed_compressed_weight, config):
+            return precomputed_compressed_weight
         return compress_weight(weight, reduction_axes, config, precomputed_compressed_weight)
 
     return compress_weight_keeping_given_codes
