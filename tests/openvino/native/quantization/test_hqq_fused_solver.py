@@ -1,5 +1,10 @@
 """The compiled asymmetric solver (`nncf_hqq.fused_solver`) against the numpy reference solver (`hqq.solve`)."""
 
+import gc
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from nncf import CompressWeightsMode
@@ -8,6 +13,7 @@ from nncf.quantization.algorithms.weight_compression.weight_lowering import calc
 from nncf.quantization.algorithms.weight_compression.weight_lowering import do_integer_quantization
 from nncf.tensor import Tensor
 from nncf.tensor import TensorDataType
+from numba.core.codegen import get_host_cpu_features
 
 from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import HQQZeroPointStorage
@@ -157,3 +163,44 @@ def test_float16_rounding_matches_numpy():
         expected = values.astype(np.float16).astype(np.float32)
     result = np.array([_round_to_float16(value) for value in values], dtype=np.float32)
     np.testing.assert_array_equal(result, expected)
+
+
+def _numba_cpu_features_after_import(**environment: str) -> str:
+    """numba's CPU features in a fresh process that imported the fused solver, with `environment` added."""
+    code = "import numba, nncf_hqq.fused_solver; print(repr(numba.config.CPU_FEATURES))"
+    env = {**os.environ, **environment}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+
+
+def test_fused_solver_asks_for_512_bit_vectors_only_on_avx512_and_only_unless_the_user_chose():
+    host = get_host_cpu_features()
+    features = _numba_cpu_features_after_import().strip()
+    if "+avx512f" in host.split(","):
+        assert features == repr(f"{host},-prefer-256-bit")
+    else:
+        assert features == "None"
+    assert _numba_cpu_features_after_import(NUMBA_CPU_FEATURES="+sse2").strip() == "'+sse2'"
+    assert _numba_cpu_features_after_import(NUMBA_CPU_NAME="generic").strip() == "''"
+
+
+class _KernelCalled(Exception):
+    pass
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_garbage_collection_is_paused_while_solving_and_restored_after(enabled, monkeypatch):
+    seen = []
+
+    def kernel(*args):
+        seen.append(gc.isenabled())
+        raise _KernelCalled
+
+    monkeypatch.setattr("nncf_hqq.fused_solver.solve_asymmetric", kernel)
+    (gc.enable if enabled else gc.disable)()
+    try:
+        with pytest.raises(_KernelCalled):
+            solve_asymmetric_fused(Tensor(_groups()), None, None, 4, AdvancedHQQParameters())
+        assert seen == [False]
+        assert gc.isenabled() == enabled
+    finally:
+        gc.enable()
