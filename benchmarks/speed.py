@@ -14,6 +14,7 @@ Generation speed of the compressed models is measured by `benchmarks.perplexity`
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -81,6 +82,14 @@ def child(ir: str, method: str) -> None:
     print(json.dumps({"seconds": seconds, "peak_rss_mib": peak, "num_weights": num_weights}))
 
 
+def _cpu() -> str:
+    """The CPU as LLVM (numba's compiler) sees it: the solver kernel's vector width depends on it."""
+    import llvmlite.binding as llvm
+
+    avx512 = "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")
+    return f"CPU {llvm.get_host_cpu_name()}, {os.cpu_count()} cores, AVX-512 {'yes' if avx512 else 'no'}"
+
+
 def measure(ir: Path, method: str) -> dict:
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.speed", "--child", str(ir), method], capture_output=True, text=True
@@ -130,7 +139,7 @@ def main() -> None:
             rows.append((name, millions, method, seconds, 1000 * seconds / millions, seconds / rtn_time, rss,
                          rss / rtn_rss))  # fmt: skip
 
-    print(f"\nINT4_ASYM g64, median of {args.runs} runs per method, each in a fresh process\n")
+    print(f"\nINT4_ASYM g64, median of {args.runs} runs per method, each in a fresh process; {_cpu()}\n")
     print("| model | weights | method | time, s | ms / M weights | time vs RTN | peak RSS, MiB | RSS vs RTN |")
     print("|---|---|---|---|---|---|---|---|")
     for name, millions, method, seconds, ms_per_m, ratio, rss, rss_ratio in rows:
