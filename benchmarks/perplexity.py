@@ -228,11 +228,13 @@ def add_paired_statistics(rows: list[dict]) -> None:
     for r in rows:
         rtn = by_key.get((r["model"], r["mode"], r["group_size"], "rtn"))
         fp16 = next((x for x in rows if x["model"] == r["model"] and x["method"] == "fp16"), None)
-        if rtn is None or fp16 is None:
+        if rtn is None:
             continue
         diff = np.asarray(r["window_nll"]) - np.asarray(rtn["window_nll"])
         r["nll_minus_rtn"] = float(diff.mean())
         r["nll_minus_rtn_se"] = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+        if fp16 is None:
+            continue
         gap = rtn["ppl"] - fp16["ppl"]
         r["gap_closed"] = (rtn["ppl"] - r["ppl"]) / gap if gap > 0 else float("nan")
 

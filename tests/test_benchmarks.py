@@ -29,6 +29,24 @@ def test_perplexity_quick_mode_writes_table_json_and_plot(bundled_hqq, cache_dir
     assert len((out_dir / "rows.jsonl").read_text().splitlines()) == len(rows)  # saved row by row for --resume
 
 
+def test_paired_statistics_need_rtn_and_the_gap_also_fp16():
+    from benchmarks.perplexity import add_paired_statistics
+
+    def row(method: str, window_nll: list[float]) -> dict:
+        ppl = float(np.exp(np.mean(window_nll)))
+        return {"model": "m", "mode": "int4_asym", "group_size": 64, "method": method, "window_nll": window_nll,
+                "ppl": ppl}  # fmt: skip
+
+    rows = [row("rtn", [3.0, 3.2, 3.1]), row("hqq", [2.9, 3.0, 3.05])]
+    add_paired_statistics(rows)  # no fp16 row: the paired difference, no gap
+    assert np.isclose(rows[1]["nll_minus_rtn"], -0.35 / 3) and rows[1]["nll_minus_rtn_se"] > 0
+    assert "gap_closed" not in rows[1]
+    rows.append({**row("fp16", [2.8, 2.9, 2.9]), "group_size": None})
+    add_paired_statistics(rows)
+    gap = rows[0]["ppl"] - rows[2]["ppl"]
+    assert np.isclose(rows[1]["gap_closed"], (rows[0]["ppl"] - rows[1]["ppl"]) / gap)
+
+
 def test_speed_benchmark_child_reports_time_and_peak_memory(tmp_path):
     from benchmarks.speed import measure
     from benchmarks.speed import synthetic_stack
