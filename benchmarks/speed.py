@@ -4,11 +4,11 @@ Compression time and peak memory of HQQ vs NNCF RTN, measured side by side in on
     python -m benchmarks.speed --runs 3
 
 Models: synthetic f16 layer stacks (2048x2048 and 4096x11008 MatMuls) and the bundled SmolLM2-135M-Instruct
-(exported to OpenVINO fp16). Each (model, method) compression runs in a fresh process, the methods alternating,
-`--runs` times after one warm-up round (numba compiles the HQQ solver on its first use after an install and
-caches it; the warm-up times are printed); the process reads the IR, compresses it (timed) and reports its peak
-RSS. Printed: median seconds, ms per million weights, HQQ/RTN time ratio, peak RSS and its ratio. INT4_ASYM,
-group size 64.
+(exported to OpenVINO fp16); on request also `qwen2.5-coder-0.5b` (benchmarks.perplexity's registry). Each
+(model, method) compression runs in a fresh process, the methods alternating, `--runs` times after one warm-up
+round (numba compiles the HQQ solver on its first use after an install and caches it; the warm-up times are
+printed); the process reads the IR, compresses it (timed) and reports its peak RSS. Printed: median seconds, ms
+per million weights, HQQ/RTN time ratio, peak RSS and its ratio. INT4_ASYM, group size 64.
 Generation speed of the compressed models is measured by `benchmarks.perplexity` (tokens/s, first token).
 """
 
@@ -103,13 +103,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cache-dir", type=Path, default=Path("cache"))
-    parser.add_argument("--models", nargs="+", default=["stack-2048", "stack-4096x11008", "smollm2-135m"])
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["stack-2048", "stack-4096x11008", "smollm2-135m"],
+        choices=["stack-2048", "stack-4096x11008", "smollm2-135m", "qwen2.5-coder-0.5b"],
+    )
     parser.add_argument("--child", nargs=2, metavar=("IR", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
 
+    from benchmarks.perplexity import model_source
     from nncf_hqq.export import full_precision_ir
     from nncf_hqq.export import resolve_source
 
@@ -119,7 +125,9 @@ def main() -> None:
             args.cache_dir / "speed" / "stack-4096x11008x1.xml", (11008, 4096), 1
         ),
         "smollm2-135m": lambda: full_precision_ir(resolve_source(None), args.cache_dir),
-    }
+        "qwen2.5-coder-0.5b": lambda: full_precision_ir(model_source("qwen2.5-coder-0.5b", args.cache_dir)[0],
+                                                        args.cache_dir),
+    }  # fmt: skip
     rows = []
     for name in args.models:
         ir = irs[name]()
