@@ -166,9 +166,10 @@ def test_float16_rounding_matches_numpy():
 
 
 def _numba_cpu_features_after_import(**environment: str) -> str:
-    """numba's CPU features in a fresh process that imported the fused solver, with `environment` added."""
+    """numba's CPU features in a fresh process that imported the fused solver, with `environment` for numba's CPU."""
     code = "import numba, nncf_hqq.fused_solver; print(repr(numba.config.CPU_FEATURES))"
-    env = {**os.environ, **environment}
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")}
+    env.update(environment)
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
 
 
