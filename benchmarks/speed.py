@@ -83,11 +83,19 @@ def child(ir: str, method: str) -> None:
 
 
 def _cpu() -> str:
-    """The CPU as LLVM (numba's compiler) sees it: the solver kernel's vector width depends on it."""
+    """The CPU as LLVM (numba's compiler) sees it, and the vector width the solver is compiled for in this
+    environment (the compressing processes inherit it)."""
     import llvmlite.binding as llvm
+    import numba
+
+    import nncf_hqq.fused_solver  # noqa: F401 (sets numba's CPU features, unless the environment does)
 
     avx512 = "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")
-    return f"CPU {llvm.get_host_cpu_name()}, {os.cpu_count()} cores, AVX-512 {'yes' if avx512 else 'no'}"
+    vector_bits = 512 if "-prefer-256-bit" in (numba.config.CPU_FEATURES or "").split(",") else 256
+    return (
+        f"CPU {llvm.get_host_cpu_name()}, {os.cpu_count()} cores, AVX-512 {'yes' if avx512 else 'no'}, "
+        f"solver vectors {vector_bits}-bit"
+    )
 
 
 def measure(ir: Path, method: str) -> dict:
