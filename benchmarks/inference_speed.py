@@ -28,7 +28,7 @@ from openvino import opset13 as opset
 from benchmarks.perplexity import METHODS
 from benchmarks.perplexity import compress
 from benchmarks.perplexity import model_source
-from nncf_hqq.export import full_precision_ir
+from nncf_hqq.cli.export import full_precision_ir
 
 STORAGE_METHODS = ("rtn", "hqq-u4", "hqq-f16zp", "hqq-offset")
 SHAPES = {"2048x2048": (2048, 2048), "11008x4096": (11008, 4096)}  # [out, in] of the first layer

@@ -33,10 +33,10 @@ from benchmarks.weights import smollm2_gguf
 from nncf_hqq import AdvancedCompressionParameters
 from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import compress_weights
-from nncf_hqq.export import ModelSource
-from nncf_hqq.export import full_precision_ir
-from nncf_hqq.export import resolve_source
-from nncf_hqq.pipeline import copy_companion_files
+from nncf_hqq.cli.export import ModelSource
+from nncf_hqq.cli.export import full_precision_ir
+from nncf_hqq.cli.export import resolve_source
+from nncf_hqq.cli.pipeline import copy_companion_files
 
 # ---------------------------------------------------------------------------------------------- models and text
 

@@ -88,7 +88,7 @@ def _cpu() -> str:
     import llvmlite.binding as llvm
     import numba
 
-    import nncf_hqq.fused_solver  # noqa: F401 (sets numba's CPU features, unless the environment does)
+    import nncf_hqq.solver._kernel  # noqa: F401 (sets numba's CPU features, unless the environment does)
 
     avx512 = "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")
     vector_bits = 512 if "-prefer-256-bit" in (numba.config.CPU_FEATURES or "").split(",") else 256
@@ -124,8 +124,8 @@ def main() -> None:
         return
 
     from benchmarks.perplexity import model_source
-    from nncf_hqq.export import full_precision_ir
-    from nncf_hqq.export import resolve_source
+    from nncf_hqq.cli.export import full_precision_ir
+    from nncf_hqq.cli.export import resolve_source
 
     irs = {
         "stack-2048": lambda: synthetic_stack(args.cache_dir / "speed" / "stack-2048x2048x8.xml", (2048, 2048), 8),

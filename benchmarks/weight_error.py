@@ -23,8 +23,8 @@ from benchmarks import weights as weight_sources
 from nncf_hqq import AdvancedCompressionParameters
 from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import compress_weights
-from nncf_hqq.report import constants_by_name
-from nncf_hqq.report import dequantize
+from nncf_hqq.cli.report import constants_by_name
+from nncf_hqq.cli.report import dequantize
 
 # Group sizes that do not divide a layer's channels (SmolLM2's 576 with 128) fall back to a smaller group size
 # (NNCF's ADJUST mode), the same for every method.

@@ -14,9 +14,9 @@ import torch
 from optimum.intel import OVModelForCausalLM
 from transformers import AutoTokenizer
 
-from nncf_hqq.pipeline import METADATA_FILE
-from nncf_hqq.pipeline import CompressionOptions
-from nncf_hqq.pipeline import compress_llm
+from nncf_hqq.cli.pipeline import METADATA_FILE
+from nncf_hqq.cli.pipeline import CompressionOptions
+from nncf_hqq.cli.pipeline import compress_llm
 
 PROMPT = "The capital of France is"
 TEXT = (

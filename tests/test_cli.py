@@ -13,10 +13,10 @@ import pytest
 
 import nncf_hqq
 from nncf_hqq import cli
-from nncf_hqq.pipeline import METADATA_FILE
-from nncf_hqq.pipeline import CompressionOptions
-from nncf_hqq.pipeline import compress_llm
-from nncf_hqq.report import constant_value
+from nncf_hqq.cli.pipeline import METADATA_FILE
+from nncf_hqq.cli.pipeline import CompressionOptions
+from nncf_hqq.cli.pipeline import compress_llm
+from nncf_hqq.cli.report import constant_value
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,7 +151,7 @@ def test_failure_midway_leaves_no_output_and_no_partial_directory(bundled_hqq, c
     def fail(*args, **kwargs):
         raise nncf.InternalError("simulated failure while compressing")
 
-    monkeypatch.setattr("nncf_hqq.pipeline.compress_weights", fail)
+    monkeypatch.setattr("nncf_hqq.cli.pipeline.compress_weights", fail)
     with pytest.raises(nncf.InternalError):
         compress_llm(None, tmp_path / "out", CompressionOptions(), cache_dir=cache_dir)
     assert list(tmp_path.iterdir()) == []

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from typing import Any
 from typing import Protocol
 
-import nncf
 import numpy as np
 import openvino as ov
 from nncf.common.graph import NNCFGraph
@@ -34,6 +33,10 @@ from nncf.tensor import TensorDataType
 from nncf.tensor.functions.openvino_numeric import DTYPE_MAP
 from openvino import opset13 as opset
 
+from nncf_hqq.openvino_graph import can_take_zero_point_offset
+from nncf_hqq.openvino_graph import norm_scale_feeding
+from nncf_hqq.openvino_graph import replace_zero_point
+from nncf_hqq.openvino_graph import u4_tensor
 from nncf_hqq.zero_point_offset import add_zero_point_offset
 from nncf_hqq.zero_point_offset import split_zero_point
 
@@ -124,52 +127,16 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
         return node
 
     def supports_zero_point_offset(self, wp: WeightCompressionParameters) -> bool:
-        """
-        Whether the weight's zero point can be stored as an integer one plus per-group offsets: it is the 2-D
-        second input of a MatMul (its only consumer), grouped along the MatMul's contraction axis, and the
-        activation has a static rank and a static number of input features.
-        """
+        """Whether the weight's zero point can be stored as an integer one plus per-group offsets."""
         matmul = self._matmul_with_weight(wp)
         const = self.name_to_node_mapping.get(_constant_name(wp))
-        if matmul is None or const is None:
-            return False
-        attributes = matmul.get_attributes()
-        shape = const.get_output_partial_shape(0)
-        if attributes["transpose_a"] or shape.rank.get_length() != 2:
-            return False
-        if [n.get_friendly_name() for n in _consumers_through_converts(const)] != [matmul.get_friendly_name()]:
-            return False
-        contraction_axis = 1 if attributes["transpose_b"] else 0
-        if tuple(a % 2 for a in wp.reduction_axes) != (contraction_axis,):
-            return False
-        activation = matmul.input_value(0).get_partial_shape()
-        return activation.rank.is_static and activation.rank.get_length() >= 2 and activation[-1].is_static
+        return matmul is not None and const is not None and can_take_zero_point_offset(matmul, const, wp.reduction_axes)
 
     def input_norm_scale(self, wp: WeightCompressionParameters) -> Tensor | None:
-        """
-        The per-channel scale of the normalisation layer whose output the weight's MatMul multiplies (a Multiply
-        by a constant vector, through Converts), or None when the MatMul's input is not such a Multiply.
-        """
+        """The per-channel scale of the normalisation layer feeding the weight's MatMul, or None."""
         matmul = self._matmul_with_weight(wp)
-        if matmul is None:
-            return None
-        node = matmul.input_value(0).get_node()
-        if node.get_type_name() != "Multiply":
-            return None
-        in_features = matmul.input_value(0).get_partial_shape()[-1]
-        for value in node.input_values():
-            const = value.get_node()
-            while const.get_type_name() == "Convert":
-                const = const.input_value(0).get_node()
-            shape = list(const.get_output_shape(0)) if const.get_type_name() == "Constant" else []
-            if (
-                shape
-                and in_features.is_static
-                and shape[-1] == in_features.get_length()
-                and np.prod(shape) == shape[-1]
-            ):
-                return Tensor(const.get_data().astype(np.float32).ravel())
-        return None
+        scale = None if matmul is None else norm_scale_feeding(matmul)
+        return None if scale is None else Tensor(scale)
 
     def transform_model(
         self,
@@ -252,7 +219,7 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
         zero_point = zero_point.as_numpy_tensor().data.astype(np.float32)
         name = f"{const_node_name}/zero_point"
         if not self._zero_point_offsets:
-            _replace_zero_point(mul, const_node_name, opset.constant(zero_point, dtype=ov.Type.f16, name=name))
+            replace_zero_point(mul, const_node_name, opset.constant(zero_point, dtype=ov.Type.f16, name=name))
             return mul, compressed_weight
         scale = compressed_weight.scale.as_numpy_tensor().data
         integer_zero_point, self._offsets[const_node_name] = split_zero_point(
@@ -260,7 +227,7 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
         )
         zero_point_type = DTYPE_MAP[compression_config.compression_dtype]
         integer_const = opset.constant(integer_zero_point.astype(np.uint8), dtype=zero_point_type, name=name)
-        _replace_zero_point(mul, const_node_name, opset.convert(integer_const, ov.Type.f16))
+        replace_zero_point(mul, const_node_name, opset.convert(integer_const, ov.Type.f16))
         return mul, compressed_weight
 
 
@@ -272,19 +239,12 @@ def _carries_codes(compressed: CompressedWeight | None, config: WeightCompressio
 def _with_codes_as_constant_data(compressed: CompressedWeight, config: WeightCompressionConfig) -> CompressedWeight:
     """
     The weight's unsigned integer codes (uint8 values) as NNCF's OpenVINO quantization returns them: 4-bit codes as
-    a u4 OpenVINO tensor (two codes per byte, the first in the low half), which a constant shares; others as they
-    are.
+    a u4 OpenVINO tensor, which a constant shares; others as they are.
     """
-    dtype = DTYPE_MAP[config.compression_dtype]
-    if dtype != ov.Type.u4:
+    if DTYPE_MAP[config.compression_dtype] != ov.Type.u4:
         return compressed
-    codes = np.ascontiguousarray(compressed.tensor.as_numpy_tensor().data, dtype=np.uint8).reshape(-1)
-    if codes.size % 2:
-        codes = np.append(codes, np.uint8(0))
-    # The tensor owns its memory: a constant that shares it keeps it alive (one made from a numpy array would not).
-    tensor = ov.Tensor(dtype, ov.Shape(list(compressed.tensor.shape)))
-    pairs = codes.view("<u2")  # code 2i in the low byte, code 2i + 1 in the high byte
-    np.bitwise_or(pairs, pairs >> 4, out=tensor.data, casting="unsafe")  # low byte: code 2i | code 2i + 1 << 4
+    codes = compressed.tensor.as_numpy_tensor().data
+    tensor = u4_tensor(codes, tuple(compressed.tensor.shape))
     return CompressedWeight(Tensor(tensor), compressed.scale, compressed.zero_point, compressed.codebook)
 
 
@@ -301,32 +261,6 @@ def _compress_weight_keeping_given_codes(compress_weight: Callable) -> Callable:
 
 def _constant_name(wp: WeightCompressionParameters) -> str:
     return wp.node_with_weight.layer_attributes.constant_attributes[wp.weight_port_id]["name"]
-
-
-def _consumers_through_converts(node: ov.Node) -> list[ov.Node]:
-    """The nodes that use `node`'s output, looking through Convert nodes."""
-    consumers = []
-    for target in node.output(0).get_target_inputs():
-        consumer = target.get_node()
-        if consumer.get_type_name() == "Convert":
-            consumers.extend(_consumers_through_converts(consumer))
-        else:
-            consumers.append(consumer)
-    return consumers
-
-
-def _replace_zero_point(output_node: ov.Node, const_node_name: str, zero_point: ov.Node) -> None:
-    """Makes `zero_point` the zero point input of the Subtract of the compression subgraph under `output_node`."""
-    subtract_name = f"{const_node_name}/zero_point/subtract"
-    stack = [output_node]
-    while stack:
-        node = stack.pop()
-        if node.get_friendly_name() == subtract_name:
-            node.input(1).replace_source_output(zero_point.output(0))
-            return
-        stack.extend(inp.get_source_output().get_node() for inp in node.inputs())
-    msg = f"Zero point subtract {subtract_name} not found in the compression subgraph."
-    raise nncf.InternalError(msg)
 
 
 def weight_compression_class(

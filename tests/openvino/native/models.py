@@ -7,8 +7,8 @@ import numpy as np
 import openvino as ov
 from openvino import opset13 as opset
 
-from nncf_hqq.report import constant_value
-from nncf_hqq.report import constants_by_name
+from nncf_hqq.cli.report import constant_value
+from nncf_hqq.cli.report import constants_by_name
 
 
 @lru_cache(maxsize=1)

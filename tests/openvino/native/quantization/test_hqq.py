@@ -19,7 +19,7 @@ from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import HQQZeroPointStorage
 from nncf_hqq import compress_weights
 from nncf_hqq.hqq import HQQWeightTask
-from nncf_hqq.hqq import solve
+from nncf_hqq.solver import solve
 from tests.openvino.native.models import bert_mlp_weights
 from tests.openvino.native.models import bert_weights
 from tests.openvino.native.models import constant_types

@@ -1,4 +1,4 @@
-"""The compiled asymmetric solver (`nncf_hqq.fused_solver`) against the numpy reference solver (`hqq.solve`)."""
+"""The compiled asymmetric solver (`nncf_hqq.solver._kernel`) against the numpy reference solver."""
 
 import gc
 import os
@@ -17,11 +17,11 @@ from numba.core.codegen import get_host_cpu_features
 
 from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import HQQZeroPointStorage
-from nncf_hqq.fused_solver import _abs_pow
-from nncf_hqq.fused_solver import _round_to_float16
-from nncf_hqq.hqq import _quantize
-from nncf_hqq.hqq import solve
-from nncf_hqq.hqq import solve_asymmetric_fused
+from nncf_hqq.solver import solve
+from nncf_hqq.solver import solve_asymmetric_fused
+from nncf_hqq.solver._kernel import _abs_pow
+from nncf_hqq.solver._kernel import _round_to_float16
+from nncf_hqq.solver.reference import _quantize
 from tests.openvino.native.models import heavy_tailed_weight
 
 GROUP = 64
@@ -167,7 +167,7 @@ def test_float16_rounding_matches_numpy():
 
 def _numba_cpu_features_after_import(**environment: str) -> str:
     """numba's CPU features in a fresh process that imported the fused solver, with `environment` for numba's CPU."""
-    code = "import numba, nncf_hqq.fused_solver; print(repr(numba.config.CPU_FEATURES))"
+    code = "import numba, nncf_hqq.solver._kernel; print(repr(numba.config.CPU_FEATURES))"
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")}
     env.update(environment)
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
@@ -196,7 +196,7 @@ def test_garbage_collection_is_paused_while_solving_and_restored_after(enabled, 
         seen.append(gc.isenabled())
         raise _KernelCalled
 
-    monkeypatch.setattr("nncf_hqq.fused_solver.solve_asymmetric", kernel)
+    monkeypatch.setattr("nncf_hqq.solver._kernel.solve_asymmetric", kernel)
     (gc.enable if enabled else gc.disable)()
     try:
         with pytest.raises(_KernelCalled):

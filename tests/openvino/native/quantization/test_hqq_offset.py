@@ -13,9 +13,9 @@ from nncf_hqq import AdvancedCompressionParameters
 from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import HQQZeroPointStorage
 from nncf_hqq import compress_weights
-from nncf_hqq.report import constants_by_name
-from nncf_hqq.report import dequantize
-from nncf_hqq.report import layer_reports
+from nncf_hqq.cli.report import constants_by_name
+from nncf_hqq.cli.report import dequantize
+from nncf_hqq.cli.report import layer_reports
 from tests.openvino.native.models import bert_mlp_weights
 from tests.openvino.native.models import constant_types
 from tests.openvino.native.models import constants

@@ -15,14 +15,14 @@ import nncf
 import numpy as np
 import openvino as ov
 
+from nncf_hqq.cli.export import IR_FILE
+from nncf_hqq.cli.export import check_causal_lm_ir
+from nncf_hqq.cli.export import full_precision_ir
+from nncf_hqq.cli.export import resolve_source
+from nncf_hqq.cli.report import layer_reports
 from nncf_hqq.compress import compress_weights
-from nncf_hqq.export import IR_FILE
-from nncf_hqq.export import check_causal_lm_ir
-from nncf_hqq.export import full_precision_ir
-from nncf_hqq.export import resolve_source
 from nncf_hqq.parameters import AdvancedCompressionParameters
 from nncf_hqq.parameters import AdvancedHQQParameters
-from nncf_hqq.report import layer_reports
 
 METADATA_FILE = "quantization_metadata.json"
 GROUP_SIZES = (32, 64, 128, -1)

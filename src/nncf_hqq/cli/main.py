@@ -6,9 +6,9 @@ from pathlib import Path
 
 import nncf
 
+from nncf_hqq.cli.pipeline import CompressionOptions
+from nncf_hqq.cli.pipeline import compress_llm
 from nncf_hqq.parameters import HQQZeroPointStorage
-from nncf_hqq.pipeline import CompressionOptions
-from nncf_hqq.pipeline import compress_llm
 
 USER_ERRORS = (
     nncf.ValidationError,

@@ -1,5 +1,5 @@
 """
-The asymmetric HQQ solver of `nncf_hqq.hqq.solve`, fused per group of weights and compiled with numba.
+The asymmetric HQQ solver of `nncf_hqq.solver.reference.solve`, fused per group of weights and compiled with numba.
 
 `solve` applies each step to a whole block of groups, one pass over memory per tensor operation. Here each group's
 RTN start, scale search, proximal iterations and selection run on one group of weights at a time (held in
@@ -159,7 +159,7 @@ def _squared_errors(w, a, scale, zero_point_1, zero_point_2, q_max, weighted):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _scale_expansion_search(w, a, weighted, group_min, group_max, scale, q_max, steps, step):
-    """`nncf_hqq.hqq._scale_expansion_search` for one group: the best (s, z) of the expanded scales."""
+    """`nncf_hqq.solver.reference._scale_expansion_search` for one group: the best (s, z) of the expanded scales."""
     best_scale, best_zero_point, best_error = scale, np.float32(0.0), np.float32(np.inf)
     for k in range(steps + 1):
         expansion = 1.0 + k * step
@@ -193,7 +193,8 @@ def solve_asymmetric(
     refit_zero_point,
 ):
     """
-    `nncf_hqq.hqq.solve` for asymmetric modes, the float zero point refit included: the best (s, z) per group.
+    `nncf_hqq.solver.reference.solve` for asymmetric modes, the float zero point refit included: the best (s, z)
+    per group.
 
     :param weight: [groups, group size], float32 or float16 bits as uint16, each group contiguous.
     :param scale: float32 [groups], the starting scales; [0] to start from NNCF's RTN scales and zero points,
@@ -205,7 +206,7 @@ def solve_asymmetric(
     :param search_steps: Number of scale expansions searched (0: no search).
     :param search_step: Their relative step: the candidate scales are (1 + search_step k) s, k = 0..search_steps.
     :param refit_zero_point: 0: integer zero points; 1: then refit a float zero point, z_f = mean(Q - W / s) for the
-        codes Q of the best (s, z), where it lowers phi (`hqq._refit_float_zero_point`); 2: the same, z_f rounded
+        codes Q of the best (s, z), where it lowers phi (`reference._refit_float_zero_point`); 2: the same, z_f rounded
         to float16.
     :return: The best scale and zero point per group, float32 [groups] each, and the codes of the weights for them,
         uint8 [groups, group size]: Q = clip(round(W / s + z), 0, q_max), as NNCF's integer quantization computes

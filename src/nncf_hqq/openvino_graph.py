@@ -1,0 +1,93 @@
+"""OpenVINO graph queries and edits that nncf-hqq needs around a compressed weight (no NNCF internals here)."""
+
+import nncf
+import numpy as np
+import openvino as ov
+
+
+def consumers_through_converts(node: ov.Node) -> list[ov.Node]:
+    """The nodes that use `node`'s output, looking through Convert nodes."""
+    consumers = []
+    for target in node.output(0).get_target_inputs():
+        consumer = target.get_node()
+        if consumer.get_type_name() == "Convert":
+            consumers.extend(consumers_through_converts(consumer))
+        else:
+            consumers.append(consumer)
+    return consumers
+
+
+def constant_through_converts(value: ov.Output) -> ov.Node | None:
+    """The Constant that produces `value`, looking through Convert nodes, or None."""
+    node = value.get_node()
+    while node.get_type_name() == "Convert":
+        node = node.input_value(0).get_node()
+    return node if node.get_type_name() == "Constant" else None
+
+
+def can_take_zero_point_offset(matmul: ov.Node, const: ov.Node, reduction_axes: tuple[int, ...]) -> bool:
+    """
+    Whether the constant `const`, the weight of `matmul`, can store its zero point as an integer one plus per-group
+    offsets: it is the 2-D second input of the MatMul (its only consumer), grouped along the MatMul's contraction
+    axis, and the activation has a static rank and a static number of input features.
+    """
+    attributes = matmul.get_attributes()
+    shape = const.get_output_partial_shape(0)
+    if attributes["transpose_a"] or shape.rank.get_length() != 2:
+        return False
+    if [n.get_friendly_name() for n in consumers_through_converts(const)] != [matmul.get_friendly_name()]:
+        return False
+    contraction_axis = 1 if attributes["transpose_b"] else 0
+    if tuple(a % 2 for a in reduction_axes) != (contraction_axis,):
+        return False
+    activation = matmul.input_value(0).get_partial_shape()
+    return activation.rank.is_static and activation.rank.get_length() >= 2 and activation[-1].is_static
+
+
+def norm_scale_feeding(matmul: ov.Node) -> np.ndarray | None:
+    """
+    The per-channel scale (float32, [in]) of the normalisation layer whose output `matmul` multiplies (a Multiply
+    by a constant vector, through Converts), or None when the MatMul's input is not such a Multiply.
+    """
+    node = matmul.input_value(0).get_node()
+    in_features = matmul.input_value(0).get_partial_shape()[-1]
+    if node.get_type_name() != "Multiply" or not in_features.is_static:
+        return None
+    for value in node.input_values():
+        const = constant_through_converts(value)
+        shape = list(const.get_output_shape(0)) if const is not None else []
+        if shape and shape[-1] == in_features.get_length() and np.prod(shape) == shape[-1]:
+            return const.get_data().astype(np.float32).ravel()
+    return None
+
+
+def u4_tensor(codes: np.ndarray, shape: tuple[int, ...]) -> ov.Tensor:
+    """
+    4-bit codes (uint8 values < 16) as a u4 OpenVINO tensor of `shape`: two codes per byte, the first in the low
+    half. The tensor owns its memory, so a constant that shares it keeps it alive (one made from a numpy array
+    would not).
+    """
+    codes = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
+    if codes.size % 2:
+        codes = np.append(codes, np.uint8(0))
+    tensor = ov.Tensor(ov.Type.u4, ov.Shape(list(shape)))
+    pairs = codes.view("<u2")  # code 2i in the low byte, code 2i + 1 in the high byte
+    np.bitwise_or(pairs, pairs >> 4, out=tensor.data, casting="unsafe")  # low byte: code 2i | code 2i + 1 << 4
+    return tensor
+
+
+def replace_zero_point(output_node: ov.Node, const_node_name: str, zero_point: ov.Node) -> None:
+    """
+    Makes `zero_point` the zero point input of the Subtract of NNCF's compression subgraph of the weight constant
+    `const_node_name`, found under `output_node`.
+    """
+    subtract_name = f"{const_node_name}/zero_point/subtract"
+    stack = [output_node]
+    while stack:
+        node = stack.pop()
+        if node.get_friendly_name() == subtract_name:
+            node.input(1).replace_source_output(zero_point.output(0))
+            return
+        stack.extend(inp.get_source_output().get_node() for inp in node.inputs())
+    msg = f"Zero point subtract {subtract_name} not found in the compression subgraph."
+    raise nncf.InternalError(msg)
