@@ -25,12 +25,13 @@ import numpy as np
 import openvino as ov
 from openvino import opset13 as opset
 
-from benchmarks.perplexity import METHODS
-from benchmarks.perplexity import compress
-from benchmarks.perplexity import model_source
+from benchmarks.llm_eval import generation_run
+from benchmarks.methods import compress
+from benchmarks.methods import method
+from benchmarks.models import llm_source
 from nncf_hqq.cli.export import full_precision_ir
 
-STORAGE_METHODS = ("rtn", "hqq-u4", "hqq-f16zp", "hqq-offset")
+STORAGE_METHODS = ("rtn", "hqq-default", "hqq-f16zp", "hqq-offset")
 SHAPES = {"2048x2048": (2048, 2048), "11008x4096": (11008, 4096)}  # [out, in] of the first layer
 
 
@@ -56,11 +57,10 @@ def matmul_latencies(
     ir = work_dir / f"stack-{shape_name}" / "fp16" / "openvino_model.xml"
     ir.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(matmul_stack(shape, layers), ir, compress_to_fp16=False)
-    methods = {m.name: m for m in METHODS}
     compiled = {}
     for name in STORAGE_METHODS:
         out_dir = work_dir / f"stack-{shape_name}" / f"{name}-g{group_size}"
-        compress(ir, methods[name], "int4_asym", group_size, None, out_dir)
+        compress(ir, method(name), "int4_asym", group_size, None, out_dir)
         compiled[name] = ov.Core().compile_model(out_dir / "openvino_model.xml", "CPU")
     rows = []
     for tokens in (1, prompt):
@@ -83,21 +83,6 @@ def matmul_latencies(
     return rows
 
 
-def generation_run(model, prompt_ids: np.ndarray, new_tokens: int) -> tuple[float, float]:
-    """One measurement: (first-token latency in s, tokens/s of the following `new_tokens` greedy steps)."""
-    import torch
-
-    ids = torch.from_numpy(prompt_ids[None])
-    kwargs = {"attention_mask": torch.ones_like(ids), "do_sample": False}
-    start = time.perf_counter()
-    model.generate(ids, max_new_tokens=1, min_new_tokens=1, **kwargs)
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    model.generate(ids, max_new_tokens=new_tokens + 1, min_new_tokens=new_tokens + 1, **kwargs)
-    total = time.perf_counter() - start
-    return first, new_tokens / max(total - first, 1e-9)
-
-
 def llm_speeds(
     model_name: str, group_size: int, prompt: int, new_tokens: int, rounds: int, cache_dir: Path, work_dir: Path
 ) -> list[dict]:
@@ -105,16 +90,15 @@ def llm_speeds(
     from optimum.intel import OVModelForCausalLM
     from transformers import AutoTokenizer
 
-    source, _ = model_source(model_name, cache_dir)
+    source, _ = llm_source(model_name, cache_dir)
     ir_file = full_precision_ir(source, cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(ir_file.parent)
     text = "The history of the city begins in the Roman period, when a small settlement grew along the river. " * 40
     prompt_ids = np.asarray(tokenizer(text, add_special_tokens=False).input_ids[:prompt], dtype=np.int64)
-    methods = {m.name: m for m in METHODS}
     models = {}
     for name in STORAGE_METHODS:
         out_dir = work_dir / model_name / f"{name}-g{group_size}"
-        compress(ir_file, methods[name], "int4_asym", group_size, None, out_dir)
+        compress(ir_file, method(name), "int4_asym", group_size, None, out_dir)
         models[name] = OVModelForCausalLM.from_pretrained(out_dir, compile=True)
         generation_run(models[name], prompt_ids, 4)  # warm-up
     first = {name: [] for name in STORAGE_METHODS}

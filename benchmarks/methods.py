@@ -1,0 +1,143 @@
+"""
+The compression methods every benchmark compares, by name, and how a model is compressed with one of them.
+
+Methods are pinned to explicit parameters where they record an experiment, so that they do not follow later
+changes of the defaults; `hqq-default` follows them (`nncf_hqq.compress_weights(..., hqq=True)` as a user calls it).
+"""
+
+import dataclasses
+import re
+import time
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+
+import nncf
+import openvino as ov
+from nncf.quantization.advanced_parameters import GroupSizeFallbackMode
+
+from nncf_hqq import AdvancedCompressionParameters
+from nncf_hqq import AdvancedHQQParameters
+from nncf_hqq import compress_weights
+from nncf_hqq.cli.pipeline import copy_companion_files
+
+FULL_PRECISION = "float"  # the uncompressed model's row (as exported: f16 LLMs, f32 encoders)
+
+
+@dataclass(frozen=True)
+class Method:
+    """
+    :param name: Registry name.
+    :param kwargs: `nncf_hqq.compress_weights` arguments besides mode, group size and dataset; `hqq_params` goes
+        into the advanced parameters.
+    :param data_aware: Whether the method needs a calibration dataset.
+    """
+
+    name: str
+    kwargs: dict = field(default_factory=dict)
+    data_aware: bool = False
+    equalize: str | None = None  # experimental: equalization folded into the model before compression
+
+
+def _hqq(**hqq_params) -> dict:
+    return {"hqq": True, "hqq_params": AdvancedHQQParameters(**hqq_params)}
+
+
+METHODS = [
+    Method(FULL_PRECISION),
+    Method("rtn"),
+    Method("hqq-default", {"hqq": True}),
+    Method("hqq-u4", _hqq(scale_search_steps=7, num_iterations=1)),
+    Method("hqq-u4-nosearch", _hqq(scale_search_steps=0, num_iterations=1)),
+    # experiments of RESULTS.md
+    Method("hqq-u4-rtn20", _hqq(scale_search_steps=0, num_iterations=20)),
+    Method("hqq-u4-clip", _hqq(scale_search_steps=0, num_iterations=20, clip_extremes=True)),
+    Method("hqq-u4-steps15", _hqq(scale_search_steps=15)),
+    Method("hqq-u4-norm", _hqq(norm_importance=True, scale_search_steps=15)),
+    Method("hqq-f16zp", _hqq(zero_point_storage="float16", scale_search_steps=7)),
+    Method("hqq-offset", _hqq(zero_point_storage="offset", scale_search_steps=7)),
+    Method("awq-df+rtn", {"awq": True}),
+    Method("awq-df+hqq-u4", {"awq": True, **_hqq(scale_search_steps=7, num_iterations=1)}),
+    Method("awq-df+hqq-offset", {"awq": True, **_hqq(zero_point_storage="offset", scale_search_steps=7)}),
+    Method("awq+se", {"awq": True, "scale_estimation": True}, data_aware=True),
+    Method("gptq+se", {"gptq": True, "scale_estimation": True}, data_aware=True),
+    Method("awq+se+hqq-u4", {"awq": True, "scale_estimation": True, **_hqq()}, data_aware=True),
+    # equalization experiments
+    *[
+        Method(f"eq-{spec}+rtn", equalize=spec)
+        for spec in (
+            "sinkhorn",
+            "pow:0.25",
+            "pow:0.5",
+            "pow:0.75",
+            "pow:0.5@norm,gated",
+            "pow:0.5@norm",
+            "pow:0.5@gated",
+            "pow:0.5@attention",
+            "sinkhorn@norm,gated",
+            "pow:0.5|guard",
+            "pow:0.5|guardplain",
+            "sinkhorn|guard",
+        )
+    ],
+    Method("eq-pow:0.5+hqq-nosearch", _hqq(scale_search_steps=0, num_iterations=1), equalize="pow:0.5"),
+    Method("eq-pow:0.5+hqq-u4", _hqq(scale_search_steps=7, num_iterations=1), equalize="pow:0.5"),
+]
+METHODS_BY_NAME = {m.name: m for m in METHODS}
+CONFIGS = [("int4_asym", 64), ("int4_asym", 128), ("int4_sym", 128)]
+
+
+def method(name: str) -> Method:
+    """The registry's method `name`; raises SystemExit listing the names otherwise."""
+    if name not in METHODS_BY_NAME:
+        raise SystemExit(f"Unknown method {name}; known: {', '.join(METHODS_BY_NAME)}")
+    return METHODS_BY_NAME[name]
+
+
+def safe_name(name: str) -> str:
+    """`name` usable as a directory name anywhere (optimum-intel takes paths with some characters for hub ids)."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", name)
+
+
+def parse_configs(configs: list[str]) -> list[tuple[str, int]]:
+    """ "mode:group" strings, e.g. "int4_asym:64", as (mode, group size)."""
+    return [(c.split(":")[0], int(c.split(":")[1])) for c in configs]
+
+
+def compress_model(
+    ir_file: Path, method: Method, mode: str, group_size: int, dataset: nncf.Dataset | None = None
+) -> tuple[ov.Model, float]:
+    """The IR compressed with `method` (the model unchanged for the full-precision row) and the seconds it took."""
+    model = ov.Core().read_model(ir_file)
+    if method.name == FULL_PRECISION:
+        return model, 0.0
+    kwargs = dict(method.kwargs)
+    hqq_params = kwargs.pop("hqq_params", None)
+    # group sizes that do not divide a layer's channels fall back to a smaller group, alike for every method
+    advanced = AdvancedCompressionParameters(group_size_fallback_mode=GroupSizeFallbackMode.ADJUST)
+    if hqq_params is not None:
+        advanced = dataclasses.replace(advanced, hqq_params=hqq_params)
+    start = time.perf_counter()
+    if method.equalize is not None:
+        from benchmarks import equalization_experiments
+
+        bits = 8 if mode.startswith("int8") else 4
+        equalization_experiments.fold(model, equalization_experiments.plan(model, method.equalize, group_size, bits))
+    model = compress_weights(
+        model,
+        mode=nncf.CompressWeightsMode(mode),
+        group_size=group_size,
+        dataset=dataset if method.data_aware else None,
+        advanced_parameters=advanced,
+        **kwargs,
+    )
+    return model, time.perf_counter() - start
+
+
+def compress(ir_file: Path, method: Method, mode: str, group_size: int, dataset, out_dir: Path) -> float:
+    """Compresses the IR with `method` into the model directory `out_dir`; returns the compression seconds."""
+    model, seconds = compress_model(ir_file, method, mode, group_size, dataset)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, out_dir / "openvino_model.xml")
+    copy_companion_files(ir_file.parent, out_dir)
+    return seconds
