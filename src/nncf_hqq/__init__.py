@@ -8,12 +8,14 @@ from nncf_hqq.opt_in import hqq_enabled
 from nncf_hqq.opt_in import is_enabled
 from nncf_hqq.parameters import AdvancedCompressionParameters
 from nncf_hqq.parameters import AdvancedHQQParameters
+from nncf_hqq.parameters import HQQEqualization
 from nncf_hqq.parameters import HQQZeroPointStorage
 
 __all__ = [
     "HQQ",
     "AdvancedCompressionParameters",
     "AdvancedHQQParameters",
+    "HQQEqualization",
     "HQQZeroPointStorage",
     "compress_weights",
     "disable",

@@ -17,6 +17,7 @@ import numpy as np
 import openvino as ov
 from nncf.common.graph import NNCFGraph
 from nncf.common.logging.track_progress import track
+from nncf.openvino.graph.node_utils import get_const_value_as_numpy_tensor
 from nncf.openvino.quantization import quantize_model as ov_quantize_model
 from nncf.openvino.rt_info import dump_parameters
 from nncf.parameters import CompressWeightsMode
@@ -33,6 +34,8 @@ from nncf.tensor import TensorDataType
 from nncf.tensor.functions.openvino_numeric import DTYPE_MAP
 from openvino import opset13 as opset
 
+from nncf_hqq.equalization.algorithm import Equalization
+from nncf_hqq.equalization.algorithm import EqualizationPlan
 from nncf_hqq.openvino_graph import can_take_zero_point_offset
 from nncf_hqq.openvino_graph import norm_scale_feeding
 from nncf_hqq.openvino_graph import replace_zero_point
@@ -99,6 +102,11 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
     Zero points that are not integer-valued would be silently truncated by NNCF's u4/u8 zero point constant. They
     are stored either as f16 constants (`Constant(f16) -> Subtract`), or, with `zero_point_offsets`, split into
     NNCF's integer zero point and a per-group offset added after the MatMul (see `add_zero_point_offset`).
+
+    With an `equalization`, its plan is made once the weights to compress and their configs are known (`equalize`):
+    the constants it scales are replaced at once (`materialize`, when other algorithms read the model before the
+    transform), or only the small ones, the weights being scaled as they are compressed. Every re-wiring of the
+    graph is journaled; `undo_edits` restores the model as it was given.
     """
 
     def __init__(
@@ -108,16 +116,59 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
         check_weight: Callable[[str, Tensor], None],
         zero_point_offsets: bool = False,
         eager: bool = False,
+        equalization: Equalization | None = None,
     ):
         super().__init__(model)
         self._algorithm = algorithm
         self._check_weight = check_weight
         self._zero_point_offsets = zero_point_offsets
         self._eager = eager
+        self._equalization = equalization
+        self.equalization_plan: EqualizationPlan | None = None
+        self._lazy_factors: set[str] = set()  # weight constants the plan scales as they are compressed
         self._offsets: dict[str, np.ndarray] = {}  # weight constant name -> f16 offsets, in the scale's layout
         # weight constant name -> the weight and its task (None: NNCF's parameters), while transforming lazily
         self._pending: dict[str, tuple[WeightCompressionParameters, WeightTask | None]] = {}
         self._edits: list[tuple[ov.Input, ov.Output]] = []  # (input, its previous source) for each re-wiring
+
+    def equalize(self, model: ov.Model, all_weight_params: list[WeightCompressionParameters], materialize: bool):
+        """
+        Plans the equalization for the weights NNCF compresses and applies it: constants replaced by their scaled
+        values (all of them with `materialize`; otherwise those not compressed, and the compressed weights are
+        scaled in `_create_compression_subgraph`). Does nothing without an equalization or when done already.
+        """
+        if self._equalization is None or self.equalization_plan is not None:
+            return
+        configs = {}
+        for wp in all_weight_params:
+            config = wp.compression_config
+            if config is not None and config.is_integer and len(wp.reduction_axes) == 1:
+                axis = wp.reduction_axes[0] % len(self.get_weight_shape(wp.node_with_weight, wp.weight_port_id, None))
+                configs[_constant_name(wp)] = (config.group_size, config.num_bits, axis)
+        nodes = {name: node for name, node in self.name_to_node_mapping.items() if node.get_type_name() == "Constant"}
+        plan = self._equalization.plan(model, configs, lambda const: get_const_value_as_numpy_tensor(const))
+        self.equalization_plan = plan
+        for name in plan.factors:
+            if materialize or name not in configs:
+                const = nodes[name]
+                self._replace_constant(name, plan.apply(name, get_const_value_as_numpy_tensor(const)))
+            else:
+                self._lazy_factors.add(name)
+
+    def _replace_constant(self, name: str, value: np.ndarray) -> None:
+        """Replaces the constant `name` by one of `value` (same element type and name), journaled."""
+        old = self.name_to_node_mapping[name]
+        new = opset.constant(value, dtype=old.get_element_type(), name=name)
+        for target in old.output(0).get_target_inputs():
+            self._edits.append((target, old.output(0)))
+            target.replace_source_output(new.output(0))
+        self.name_to_node_mapping[name] = new
+
+    def undo_edits(self) -> None:
+        """Restores every re-wiring made so far, in reverse order: the graph is again the one given."""
+        for target, source in reversed(self._edits):
+            target.replace_source_output(source)
+        self._edits = []
 
     def _matmul_with_weight(self, wp: WeightCompressionParameters) -> ov.Node | None:
         """The weight's node if it is a MatMul taking the weight as its second input, else None."""
@@ -152,6 +203,7 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
         if not isinstance(weight_compression_parameters, track):
             weight_compression_parameters = all_weight_params
         precomputed = precomputed_compressed_weights
+        self.equalize(model, all_weight_params, materialize=False)
         if self._eager:
             precomputed = self._algorithm.apply(model, graph, all_weight_params, self, precomputed)
         else:
@@ -161,7 +213,7 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
         matmuls = {}
         if self._zero_point_offsets:
             matmuls = {_constant_name(wp): self._matmul_with_weight(wp) for wp in all_weight_params}
-        self._offsets, self._edits = {}, []
+        self._offsets = {}
         try:
             model = super().transform_model(model, graph, weight_compression_parameters, precomputed, *args, **kwargs)
             groupsums: dict = {}
@@ -169,12 +221,8 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
                 matmul = matmuls[const_name]
                 self._edits.extend((target, matmul.output(0)) for target in matmul.output(0).get_target_inputs())
                 add_zero_point_offset(matmul, offset, f"{const_name}/zero_point_offset", groupsums)
-        except BaseException:
-            for target, source in reversed(self._edits):
-                target.replace_source_output(source)
-            raise
         finally:
-            self._offsets, self._edits, self._pending = {}, [], {}
+            self._offsets, self._pending, self._lazy_factors = {}, {}, set()
         return model
 
     def _replace_node(self, src_node: ov.Node, new_node: ov.Node) -> None:
@@ -193,6 +241,8 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
         should_add_convert_node: bool,
         precomputed_compressed_weight: CompressedWeight | None = None,
     ):
+        if const_node_name in self._lazy_factors:
+            weight = _scaled_weight(weight, self.equalization_plan, const_node_name)
         if const_node_name in self._pending:
             wp, task = self._pending[const_node_name]
             if task is None:
@@ -229,6 +279,13 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
         integer_const = opset.constant(integer_zero_point.astype(np.uint8), dtype=zero_point_type, name=name)
         replace_zero_point(mul, const_node_name, opset.convert(integer_const, ov.Type.f16))
         return mul, compressed_weight
+
+
+def _scaled_weight(weight: Tensor, plan: EqualizationPlan, name: str) -> Tensor:
+    """The weight times its equalization factors, rounded to its own precision when that is float16."""
+    value = weight.as_numpy_tensor().data
+    scaled = plan.apply(name, value)
+    return Tensor(scaled.astype(np.float16) if value.dtype == np.float16 else scaled)
 
 
 def _carries_codes(compressed: CompressedWeight | None, config: WeightCompressionConfig) -> bool:
@@ -270,6 +327,8 @@ def weight_compression_class(
     rt_info: dict[str, Any],
     zero_point_offsets: bool = False,
     eager: bool = False,
+    equalization: Equalization | None = None,
+    equalize_early: bool = False,
 ) -> type[WeightCompression]:
     """
     Returns a `WeightCompression` subclass that
@@ -282,23 +341,45 @@ def weight_compression_class(
     With `eager`, every weight is checked before anything changes the model (needed when an algorithm such as
     AWQ edits the model before the transform) and solved before the transform, at the cost of reading every
     weight twice and a higher peak memory (every weight's pages resident before NNCF's transform allocates).
+    With an `equalization`, it is planned and applied once NNCF has chosen the weights to compress: with
+    `equalize_early` (when an algorithm reads weights or activations before the transform) right then, with every
+    scaled constant replaced; otherwise at the transform, each weight scaled as it is compressed. The numbers of
+    groups equalized and skipped go to `nncf/weight_compression/<rt_info_key>/`. An exception anywhere in NNCF's
+    algorithm undoes the graph edits made through the backend (equalization, re-wiring of compressed weights, zero
+    point offsets).
     """
 
     class PrecomputedParamsWeightCompression(WeightCompression):
+        def apply(self, model: ov.Model, graph: NNCFGraph, *args, **kwargs) -> ov.Model:
+            try:
+                return super().apply(model, graph, *args, **kwargs)
+            except BaseException:
+                if getattr(self, "_backend_entity", None) is not None:
+                    self._backend_entity.undo_edits()
+                raise
+
         def get_weight_compression_parameters(self, model: ov.Model, graph: NNCFGraph):
             all_weight_params, *rest = super().get_weight_compression_parameters(model, graph)
             if eager:
                 for wp in all_weight_params:
                     weight = self._backend_entity.get_weight(wp.node_with_weight, wp.weight_port_id, model, graph)
                     check_weight(wp.weight_name, weight)
+            if equalize_early:
+                self._backend_entity.equalize(model, all_weight_params, materialize=True)
             return (all_weight_params, *rest)
 
         def set_backend_entity(self, model: ov.Model) -> None:
-            self._backend_entity = PrecomputedParamsOVBackend(model, algorithm, check_weight, zero_point_offsets, eager)
+            self._backend_entity = PrecomputedParamsOVBackend(
+                model, algorithm, check_weight, zero_point_offsets, eager, equalization
+            )
 
         def apply_with_parameters(self, model, graph, *args, **kwargs):
             model = super().apply_with_parameters(model, graph, *args, **kwargs)
             dump_parameters(model, rt_info, algo_name="weight_compression", path=[rt_info_key])
+            plan = self._backend_entity.equalization_plan if self._backend_entity is not None else None
+            if plan is not None:
+                summary = {"equalized_groups": len(plan.equalized), "equalization_skipped_groups": len(plan.skipped)}
+                dump_parameters(model, summary, algo_name="weight_compression", path=[rt_info_key])
             return model
 
     return PrecomputedParamsWeightCompression

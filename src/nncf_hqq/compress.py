@@ -19,13 +19,17 @@ from nncf.quantization.quantize_model import compress_weights as nncf_compress_w
 from nncf_hqq._nncf import nncf_rt_info_restored_on_error
 from nncf_hqq._nncf import openvino_weight_compression_class
 from nncf_hqq._nncf import weight_compression_class
+from nncf_hqq.equalization.algorithm import Equalization
+from nncf_hqq.equalization.algorithm import EqualizationRule
 from nncf_hqq.hqq import HQQ
 from nncf_hqq.hqq import SUPPORTED_MODES
 from nncf_hqq.hqq import check_weight_is_finite
 from nncf_hqq.parameters import AdvancedHQQParameters
+from nncf_hqq.parameters import HQQEqualization
 from nncf_hqq.parameters import HQQZeroPointStorage
 
 TModel = TypeVar("TModel")
+SYMMETRIC_MODES = (CompressWeightsMode.INT4_SYM, CompressWeightsMode.INT8_SYM)
 
 
 def compress_weights(
@@ -93,8 +97,20 @@ def compress_weights(
     offsets = hqq_params.zero_point_storage == HQQZeroPointStorage.OFFSET
     # AWQ edits the model before NNCF's transform, and LoRA correction inside it: check every weight first
     eager = bool(awq) or bool(lora_correction)
+    equalization = None
+    if hqq_params.equalization != HQQEqualization.NONE:
+        equalization = Equalization(EqualizationRule(hqq_params.equalization.value, hqq_params.equalization_alpha))
+    # algorithms that read weights or activations before NNCF's transform must see the equalized model
+    reads_model_early = eager or bool(scale_estimation) or dataset is not None or (ratio is not None and ratio < 1)
     weight_compression_cls = weight_compression_class(
-        algorithm, check_weight_is_finite, "hqq", rt_info, zero_point_offsets=offsets, eager=eager
+        algorithm,
+        check_weight_is_finite,
+        "hqq",
+        rt_info,
+        zero_point_offsets=offsets,
+        eager=eager,
+        equalization=equalization,
+        equalize_early=reads_model_early,
     )
     with nncf_rt_info_restored_on_error(model), openvino_weight_compression_class(weight_compression_cls):
         return nncf_compress_weights(model, **nncf_kwargs)
@@ -111,6 +127,12 @@ def _check_hqq_arguments(model, mode: CompressWeightsMode, gptq: bool | None, pa
         msg = "HQQ and GPTQ both compute the quantization parameters: set one of hqq and gptq, not both."
         raise nncf.ValidationError(msg)
     params.validate()
+    if params.zero_point_storage != HQQZeroPointStorage.INTEGER and mode in SYMMETRIC_MODES:
+        msg = (
+            f"AdvancedHQQParameters.zero_point_storage {params.zero_point_storage.value} needs an asymmetric mode "
+            f"(a symmetric one has no zero point), got {mode.value}: use INT4_ASYM/INT8_ASYM or the int storage."
+        )
+        raise nncf.ValidationError(msg)
 
 
 def _rt_value(value):

@@ -1,5 +1,7 @@
 """User-facing parameters of HQQ weight compression."""
 
+import math
+import numbers
 from dataclasses import dataclass
 from dataclasses import field
 from enum import Enum
@@ -30,6 +32,24 @@ class HQQZeroPointStorage(Enum):
     OFFSET = "offset"
 
 
+class HQQEqualization(Enum):
+    """
+    Data-free per-input-channel equalization before compression: for MatMuls sharing an input, the weights' input
+    columns are divided by scales c and the input's producer (a norm's scale, the rows of up_proj for down_proj,
+    of v_proj for o_proj) multiplies its output by c, so the float model is unchanged and the compressed one keeps
+    the ops of an RTN model (`nncf_hqq.equalization`).
+
+    :param NONE: No equalization.
+    :param POWER: c_k = (mean over the rows of |W_ik|)^alpha, alpha = `AdvancedHQQParameters.equalization_alpha`.
+    :param SINKHORN: c balancing the standard deviations of the rows and columns of each group of columns
+        (Sinkhorn-Knopp, as SINQ).
+    """
+
+    NONE = "none"
+    POWER = "power"
+    SINKHORN = "sinkhorn"
+
+
 @dataclass
 class AdvancedHQQParameters:
     """
@@ -54,6 +74,8 @@ class AdvancedHQQParameters:
         data-free proxy for the magnitude of the activations the channel multiplies.
     :param clip_extremes: Let the integer-zero-point and symmetric solvers shrink a group's scale so far that the
         group's largest weights are clipped. It lowers the lp error, but clipping large weights hurts perplexity.
+    :param equalization: Per-input-channel equalization folded into the model first, see `HQQEqualization`.
+    :param equalization_alpha: The exponent of `HQQEqualization.POWER`, in (0, 1].
     """
 
     num_iterations: int | None = None
@@ -65,32 +87,29 @@ class AdvancedHQQParameters:
     refine_scale_estimation: bool = False
     clip_extremes: bool = False
     norm_importance: bool = False
+    equalization: HQQEqualization = HQQEqualization.NONE
+    equalization_alpha: float = 0.5
 
     def validate(self) -> None:
         """Raises nncf.ValidationError naming the first invalid field and what to change."""
-        iterations = self.num_iterations
-        if iterations is not None and (
-            not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 0
-        ):
-            msg = f"AdvancedHQQParameters.num_iterations must be a non-negative integer, got {self.num_iterations!r}."
-            raise nncf.ValidationError(msg)
-        steps = self.scale_search_steps
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-            msg = f"AdvancedHQQParameters.scale_search_steps must be a non-negative integer, got {steps!r}."
-            raise nncf.ValidationError(msg)
-        if not 0.0 < self.lp_norm <= 1.0:
-            msg = f"AdvancedHQQParameters.lp_norm must be in (0, 1], got {self.lp_norm!r}."
-            raise nncf.ValidationError(msg)
-        if not self.beta > 0.0:
-            msg = f"AdvancedHQQParameters.beta must be positive, got {self.beta!r}."
-            raise nncf.ValidationError(msg)
-        if not self.kappa > 0.0:
-            msg = f"AdvancedHQQParameters.kappa must be positive, got {self.kappa!r}."
-            raise nncf.ValidationError(msg)
+        _check_integer("num_iterations", self.num_iterations, allow_none=True)
+        _check_integer("scale_search_steps", self.scale_search_steps)
+        _check_real("lp_norm", self.lp_norm, "a number in (0, 1]", lambda x: 0.0 < x <= 1.0)
+        _check_real("beta", self.beta, "a positive finite number", lambda x: x > 0.0)
+        _check_real("kappa", self.kappa, "a positive finite number", lambda x: x > 0.0)
+        for name in ("refine_scale_estimation", "clip_extremes", "norm_importance"):
+            if not isinstance(getattr(self, name), bool):
+                msg = f"AdvancedHQQParameters.{name} must be True or False, got {getattr(self, name)!r}."
+                raise nncf.ValidationError(msg)
         if not isinstance(self.zero_point_storage, HQQZeroPointStorage):
             choices = [s.value for s in HQQZeroPointStorage]
             msg = f"AdvancedHQQParameters.zero_point_storage must be one of {choices}, got {self.zero_point_storage!r}."
             raise nncf.ValidationError(msg)
+        if not isinstance(self.equalization, HQQEqualization):
+            choices = [e.value for e in HQQEqualization]
+            msg = f"AdvancedHQQParameters.equalization must be one of {choices}, got {self.equalization!r}."
+            raise nncf.ValidationError(msg)
+        _check_real("equalization_alpha", self.equalization_alpha, "a number in (0, 1]", lambda x: 0.0 < x <= 1.0)
 
     def iterations(self, asymmetric: bool) -> int:
         """The number of proximal iterations to run, `num_iterations` or its default for the mode."""
@@ -99,12 +118,13 @@ class AdvancedHQQParameters:
         return 1 if asymmetric else 20
 
     def __post_init__(self) -> None:
-        # Accept the string values ("int", "float16") as well as the enum members.
-        if isinstance(self.zero_point_storage, str):
-            try:
-                self.zero_point_storage = HQQZeroPointStorage(self.zero_point_storage)
-            except ValueError:
-                pass  # reported by validate()
+        # Accept the string values ("int", "float16", "power", ...) as well as the enum members.
+        for name, enum in (("zero_point_storage", HQQZeroPointStorage), ("equalization", HQQEqualization)):
+            if isinstance(getattr(self, name), str):
+                try:
+                    setattr(self, name, enum(getattr(self, name)))
+                except ValueError:
+                    pass  # reported by validate()
 
 
 @dataclass
@@ -116,3 +136,16 @@ class AdvancedCompressionParameters(NNCFAdvancedCompressionParameters):
     """
 
     hqq_params: AdvancedHQQParameters = field(default_factory=AdvancedHQQParameters)
+
+
+def _check_integer(name: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
+        raise nncf.ValidationError(f"AdvancedHQQParameters.{name} must be a non-negative integer, got {value!r}.")
+
+
+def _check_real(name: str, value, requirement: str, predicate) -> None:
+    valid = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not valid or not predicate(float(value)):
+        raise nncf.ValidationError(f"AdvancedHQQParameters.{name} must be {requirement}, got {value!r}.")

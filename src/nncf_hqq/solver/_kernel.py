@@ -11,29 +11,14 @@ the other one. Compiled with numpy's error model: a division by zero gives inf i
 per-weight loops vectorise (every division here is guarded).
 """
 
-import os
-
+from nncf_hqq._numba import FASTMATH as _FASTMATH  # isort: skip (numba's settings first)
 import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.core.codegen import get_host_cpu_features
 from numba.extending import intrinsic
 from numba.extending import overload
 
-if "NUMBA_THREADING_LAYER" not in os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
-    # TBB warns whenever a thread forks afterwards (OpenVINO's telemetry does); prefer OpenMP, then numba's own pool
-    numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
-if numba.config.CPU_NAME is None and numba.config.CPU_FEATURES is None:
-    # LLVM vectorises with 256-bit registers on CPUs that have 512-bit ones (AVX-512) unless told otherwise; with
-    # 512-bit vectors (a group of 64 weights in 4 registers) the kernel ran 19% faster here. numba compiles every
-    # function of the process for the features set here, before it first compiles or loads one.
-    _features = get_host_cpu_features()
-    if "+avx512f" in _features.split(","):
-        numba.config.CPU_FEATURES = f"{_features},-prefer-256-bit"
-
-# "reassoc" lets the sums vectorise; no reciprocal approximations and no fused multiply-adds, as in numpy.
-_FASTMATH = {"reassoc", "nsz"}
 # Groups per parallel task: scratch buffers are allocated once per task.
 _CHUNK = 256
 # float16 bit patterns -> float32 values, for reading f16 weights (numba has no float16 arithmetic on CPU)

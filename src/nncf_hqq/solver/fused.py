@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 from nncf.tensor import Tensor
 
+from nncf_hqq._signals import signals_deferred
 from nncf_hqq.parameters import SCALE_SEARCH_STEP
 from nncf_hqq.parameters import AdvancedHQQParameters
 from nncf_hqq.parameters import HQQZeroPointStorage
@@ -44,7 +45,8 @@ def solve_asymmetric_fused(
     weight_values = as_array(weight, (-1, group_size))
     no_values = np.zeros(0, np.float32)
     refit = {HQQZeroPointStorage.INTEGER: 0, HQQZeroPointStorage.OFFSET: 1, HQQZeroPointStorage.FLOAT16: 2}
-    with _garbage_collection_paused():  # numba loads the compiled kernel (or compiles it) on its first call
+    # numba loads the compiled kernel (or compiles it) on its first call; a signal is taken after the kernel
+    with _garbage_collection_paused(), signals_deferred():
         from nncf_hqq.solver._kernel import solve_asymmetric
 
         best_scale, best_zero_point, codes = solve_asymmetric(

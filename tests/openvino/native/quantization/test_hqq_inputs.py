@@ -119,6 +119,14 @@ def test_failure_while_compressing_leaves_the_model_untouched(monkeypatch, stora
         AdvancedHQQParameters(kappa=0.0),
         AdvancedHQQParameters(scale_search_steps=-1),
         AdvancedHQQParameters(zero_point_storage="int8"),
+        AdvancedHQQParameters(lp_norm="0.7"),
+        AdvancedHQQParameters(lp_norm=None),
+        AdvancedHQQParameters(beta="10"),
+        AdvancedHQQParameters(beta=float("inf")),
+        AdvancedHQQParameters(kappa=float("inf")),
+        AdvancedHQQParameters(clip_extremes="no"),
+        AdvancedHQQParameters(norm_importance=1),
+        AdvancedHQQParameters(num_iterations=True),
     ],
 )
 def test_invalid_hqq_parameters_raise_validation_error_and_leave_the_model_untouched(params):
@@ -127,6 +135,21 @@ def test_invalid_hqq_parameters_raise_validation_error_and_leave_the_model_untou
     with pytest.raises(nncf.ValidationError, match="AdvancedHQQParameters"):
         _compress(model, advanced_parameters=AdvancedCompressionParameters(hqq_params=params))
     _assert_unchanged(model, snapshot)
+
+
+@pytest.mark.parametrize("storage", ["float16", "offset"])
+@pytest.mark.parametrize("mode", [CompressWeightsMode.INT4_SYM, CompressWeightsMode.INT8_SYM])
+def test_float_zero_point_storage_with_a_symmetric_mode_is_refused_as_in_the_command(storage, mode):
+    model = linear_model({"w": heavy_tailed_weight((64, 128))})
+    snapshot = _snapshot(model)
+    params = AdvancedCompressionParameters(hqq_params=AdvancedHQQParameters(zero_point_storage=storage))
+    with pytest.raises(nncf.ValidationError, match="asymmetric"):
+        _compress(model, mode=mode, ratio=0.5, advanced_parameters=params)
+    _assert_unchanged(model, snapshot)
+
+
+def test_numpy_scalars_are_valid_parameters():
+    AdvancedHQQParameters(lp_norm=np.float32(0.7), beta=np.float64(10.0), num_iterations=np.int64(3)).validate()
 
 
 def test_zero_point_storage_accepts_its_string_values():

@@ -1,0 +1,154 @@
+"""
+Data-free equalization: per-input-channel scales chosen from the weights, folded into the model so that it keeps
+the ops of an RTN model.
+
+The algorithm decides, from the graph and the weights only, one scale vector c per group of MatMuls that share an
+input (`patterns.find_scale_groups`) and returns them as per-constant factors: the consumers' weights are divided
+by c along their input axis, the producers' constants multiplied by it along their output axis. Applying the
+factors (at once, or as each weight is compressed) is the backend's.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
+
+import numpy as np
+import openvino as ov
+from nncf.common.logging import nncf_logger
+from nncf.tensor import Tensor
+
+from nncf_hqq.equalization.patterns import ProducerKind
+from nncf_hqq.equalization.patterns import ScaleGroup
+from nncf_hqq.equalization.patterns import count_linears
+from nncf_hqq.equalization.patterns import find_scale_groups
+from nncf_hqq.equalization.scales import columns_by_channel
+from nncf_hqq.equalization.scales import power_scales
+from nncf_hqq.equalization.scales import sinkhorn_scales
+
+
+@dataclass(frozen=True)
+class EqualizationRule:
+    """
+    How scales are chosen.
+
+    :param method: "power" (c = mean |W|^alpha over the group's rows) or "sinkhorn" (balanced row and column
+        deviations per tile of `group_size` columns).
+    :param alpha: The exponent of "power".
+    :param producers: The producer kinds whose groups are equalized.
+    """
+
+    method: str = "power"
+    alpha: float = 0.5
+    producers: tuple[ProducerKind, ...] = (ProducerKind.NORM, ProducerKind.GATED, ProducerKind.ATTENTION)
+
+
+@dataclass
+class EqualizationPlan:
+    """
+    The result of planning: per constant (by friendly name) the factor vectors to multiply it by, {axis: vector};
+    and, per scale group, what was decided.
+    """
+
+    factors: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
+    equalized: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # group name -> reason
+
+    def multiply(self, name: str, axis: int, vector: np.ndarray) -> None:
+        axes = self.factors.setdefault(name, {})
+        vector = vector.astype(np.float32)
+        axes[axis] = axes[axis] * vector if axis in axes else vector
+
+    def apply(self, name: str, value: np.ndarray) -> np.ndarray:
+        """`value` (of the constant `name`) times its factors, float32."""
+        value = value.astype(np.float32)
+        for axis, vector in self.factors.get(name, {}).items():
+            shape = [1] * value.ndim
+            shape[axis] = -1
+            value = value * vector.reshape(shape)
+        return value
+
+
+# (group size, number of bits, grouped axis) of the compression of each weight constant NNCF compresses, by name
+WeightConfigs = dict[str, tuple[int, int, int]]
+
+
+class Equalization:
+    """Plans data-free per-input-channel equalization of an OpenVINO model (see the module docstring)."""
+
+    def __init__(self, rule: EqualizationRule):
+        self._rule = rule
+
+    def plan(
+        self, model: ov.Model, weight_configs: WeightConfigs, read: Callable[[ov.Node], np.ndarray]
+    ) -> EqualizationPlan:
+        """
+        :param model: The model (read only).
+        :param weight_configs: The compression of every weight constant NNCF compresses (others are absent).
+        :param read: Reads a constant's value.
+        :return: The factors of every constant that equalization changes.
+        """
+        plan = EqualizationPlan()
+        groups = find_scale_groups(model)
+        for group in groups:
+            reason = self._skip_reason(group, weight_configs)
+            if reason is not None:
+                plan.skipped[group.name] = reason
+                continue
+            weights, maps = self._weights_as_rows(plan, group, read)
+            c = self.scales(weights, maps, group, weight_configs[group.consumers[0].node.get_friendly_name()][0])
+            if not np.all(np.isfinite(c)):
+                plan.skipped[group.name] = "non-finite weights"
+                continue
+            plan.equalized.append(group.name)
+            for consumer in group.consumers:
+                column = c if consumer.channel_map is None else c[consumer.channel_map]
+                plan.multiply(consumer.node.get_friendly_name(), consumer.axis, 1.0 / column)
+            for absorber in group.absorbers:
+                plan.multiply(absorber.node.get_friendly_name(), absorber.axis, c)
+        self._log(plan, count_linears(model) - sum(len(g.consumers) for g in groups))
+        return plan
+
+    def _log(self, plan: EqualizationPlan, unmatched: int) -> None:
+        reasons: dict[str, int] = {}
+        for reason in plan.skipped.values():
+            reasons[reason] = reasons.get(reason, 0) + 1
+        skipped = "; ".join(f"{count}: {reason}" for reason, count in reasons.items())
+        nncf_logger.info(
+            f"Equalization ({self._rule.method}): {len(plan.equalized)} groups of MatMuls sharing an input "
+            f"equalized, {len(plan.skipped)} skipped{f' ({skipped})' if skipped else ''}; {unmatched} MatMuls left "
+            "alone (their input's producer is not a norm, a gated product or an attention, or it feeds other ops)."
+        )
+
+    def scales(self, weights: list[Tensor], maps: list, group: ScaleGroup, group_size: int) -> np.ndarray:
+        """The scale vector c of a group, float32 [channels]."""
+        columns = columns_by_channel(weights, maps, group.num_channels)
+        if self._rule.method == "sinkhorn":
+            c = sinkhorn_scales(columns, group_size)
+        else:
+            c = power_scales(columns, self._rule.alpha)
+        return c.as_numpy_tensor().data.astype(np.float32)
+
+    def _skip_reason(self, group: ScaleGroup, weight_configs: WeightConfigs) -> str | None:
+        if group.kind not in self._rule.producers:
+            return f"{group.kind.value} producers are not equalized"
+        configs = [weight_configs.get(c.node.get_friendly_name()) for c in group.consumers]
+        if None in configs:
+            return "a consumer weight is not compressed to an integer type"
+        if any(config[2] != consumer.axis for config, consumer in zip(configs, group.consumers, strict=True)):
+            return "a consumer weight is not grouped along its input channels"
+        if len({config[:2] for config in configs}) != 1:
+            return "the consumer weights are compressed differently"
+        group_size, num_bits, _ = configs[0]
+        if num_bits != 4 or group_size <= 0:
+            return "the consumer weights are not compressed to 4 bits in groups"
+        return None
+
+    @staticmethod
+    def _weights_as_rows(plan: EqualizationPlan, group: ScaleGroup, read) -> tuple[list[Tensor], list]:
+        """The consumers' weights with the factors planned so far, float32 [out, in]."""
+        weights, maps = [], []
+        for consumer in group.consumers:
+            value = plan.apply(consumer.node.get_friendly_name(), read(consumer.node))
+            weights.append(Tensor(np.ascontiguousarray(np.moveaxis(value, consumer.axis, -1))))
+            maps.append(consumer.channel_map)
+        return weights, maps
