@@ -135,16 +135,20 @@ def test_non_llm_openvino_ir_is_refused(tmp_path, capsys):
     assert "input_ids" in capsys.readouterr().err
 
 
-def test_existing_non_empty_destination_is_refused_unless_overwrite(bundled_hqq, cache_dir, tmp_path, capsys):
+def test_non_empty_destination_is_refused_and_overwrite_replaces_only_an_output(bundled_hqq, cache_dir, tmp_path,
+                                                                                 capsys):  # fmt: skip
     dst = tmp_path / "taken"
     dst.mkdir()
     (dst / "keep.txt").write_text("mine")
     assert cli.main(["compress", "--dst", str(dst), "--cache-dir", str(cache_dir)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    assert cli.main(["compress", "--dst", str(dst), "--cache-dir", str(cache_dir), "--overwrite"]) == 2
+    assert "not an nncf-hqq output" in capsys.readouterr().err
     assert (dst / "keep.txt").read_text() == "mine"
-    assert cli.main(["compress", "--dst", str(dst), "--cache-dir", str(cache_dir), "--method", "rtn",
-                     "--overwrite"]) == 0  # fmt: skip
-    assert not (dst / "keep.txt").exists() and (dst / METADATA_FILE).exists()
+    output = tmp_path / "output"
+    assert cli.main(["compress", "--dst", str(output), "--cache-dir", str(cache_dir), "--method", "rtn"]) == 0
+    assert cli.main(["compress", "--dst", str(output), "--cache-dir", str(cache_dir), "--overwrite"]) == 0
+    assert json.loads((output / METADATA_FILE).read_text())["method"] == "hqq"
 
 
 def test_failure_midway_leaves_no_output_and_no_partial_directory(bundled_hqq, cache_dir, tmp_path, monkeypatch):

