@@ -1,5 +1,6 @@
 """What the command shows while it works: one line per step, and third-party chatter kept out of the way."""
 
+import functools
 import logging
 import time
 import warnings
@@ -62,8 +63,8 @@ def quiet_third_party(verbose: bool = False) -> Iterator[None]:
 @contextmanager
 def transformers_quiet() -> Iterator[None]:
     """
-    Inside `quiet_third_party`: transformers' and huggingface_hub's messages below ERROR and progress bars off for
-    the block (transformers sets its own level when it is first imported, so this imports it).
+    Inside `quiet_third_party`: transformers' and huggingface_hub's messages below ERROR and progress bars (also
+    plain tqdm ones) off for the block (transformers sets its own level when it is first imported, so this imports it).
     """
     if not _quiet[0]:
         yield
@@ -77,9 +78,16 @@ def transformers_quiet() -> Iterator[None]:
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
     hub_utils.disable_progress_bars()
+    import transformers.modeling_gguf_pytorch_utils as gguf_loading
+
+    gguf_tqdm = getattr(gguf_loading, "tqdm", None)  # a plain tqdm bar while GGUF tensors are dequantized
+    if gguf_tqdm is not None:
+        gguf_loading.tqdm = functools.partial(gguf_tqdm, disable=True)
     try:
         yield
     finally:
+        if gguf_tqdm is not None:
+            gguf_loading.tqdm = gguf_tqdm
         transformers_logging.set_verbosity(verbosity)
         if bars:
             transformers_logging.enable_progress_bar()

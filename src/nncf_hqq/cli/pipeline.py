@@ -16,6 +16,7 @@ import nncf
 import numpy as np
 import openvino as ov
 
+from nncf_hqq.cli.console import step
 from nncf_hqq.cli.errors import openvino_reason
 from nncf_hqq.cli.export import IR_FILE
 from nncf_hqq.cli.export import check_causal_lm_ir
@@ -177,13 +178,14 @@ def _compress_ir(ir_file: Path, dst: Path, options: CompressionOptions, descript
         start = time.perf_counter()
         model = compress_weights(model, **options.compress_weights_kwargs(model))
         seconds = time.perf_counter() - start
-        save_model(model, partial / IR_FILE)
-        copy_companion_files(ir_file.parent, partial)
-        layers = layer_reports(model, read_ir(ir_file, description))
-        del model
-        metadata = _metadata(description, options, seconds, layers, ir_file, partial / IR_FILE)
-        (partial / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
-        _move_into_place(partial, dst, overwrite)
+        with step("Writing the model and measuring its weight error"):
+            save_model(model, partial / IR_FILE)
+            copy_companion_files(ir_file.parent, partial)
+            layers = layer_reports(model, read_ir(ir_file, description))
+            del model
+            metadata = _metadata(description, options, seconds, layers, ir_file, partial / IR_FILE)
+            (partial / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+            _move_into_place(partial, dst, overwrite)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return metadata
