@@ -56,6 +56,8 @@ METHODS = [
     Method("hqq-u4-norm", _hqq(norm_importance=True, scale_search_steps=15)),
     Method("hqq-f16zp", _hqq(zero_point_storage="float16", scale_search_steps=7)),
     Method("hqq-offset", _hqq(zero_point_storage="offset", scale_search_steps=7)),
+    Method("hqq-eq-power-magsearch", _hqq(equalization="power", search_weighting="magnitude", scale_search_steps=7)),
+    Method("hqq-magsearch", _hqq(search_weighting="magnitude", scale_search_steps=7, num_iterations=1)),
     Method("awq-df+rtn", {"awq": True}),
     Method("awq-df+hqq-u4", {"awq": True, **_hqq(scale_search_steps=7, num_iterations=1)}),
     Method("awq-df+hqq-offset", {"awq": True, **_hqq(zero_point_storage="offset", scale_search_steps=7)}),

@@ -74,6 +74,8 @@ class AdvancedHQQParameters:
         data-free proxy for the magnitude of the activations the channel multiplies.
     :param clip_extremes: Let the integer-zero-point and symmetric solvers shrink a group's scale so far that the
         group's largest weights are clipped. It lowers the lp error, but clipping large weights hurts perplexity.
+    :param search_weighting: The weights of the scale search's squared errors: "uniform", or "magnitude" (each
+        weight's by rms(group) + |w|, as llama.cpp's k-quants, protecting large weights).
     :param equalization: Per-input-channel equalization folded into the model first, see `HQQEqualization`.
     :param equalization_alpha: The exponent of `HQQEqualization.POWER`, in (0, 1].
     """
@@ -87,6 +89,7 @@ class AdvancedHQQParameters:
     refine_scale_estimation: bool = False
     clip_extremes: bool = False
     norm_importance: bool = False
+    search_weighting: str = "uniform"
     equalization: HQQEqualization = HQQEqualization.NONE
     equalization_alpha: float = 0.5
 
@@ -104,6 +107,10 @@ class AdvancedHQQParameters:
         if not isinstance(self.zero_point_storage, HQQZeroPointStorage):
             choices = [s.value for s in HQQZeroPointStorage]
             msg = f"AdvancedHQQParameters.zero_point_storage must be one of {choices}, got {self.zero_point_storage!r}."
+            raise nncf.ValidationError(msg)
+        if self.search_weighting not in ("uniform", "magnitude"):
+            choices = "'uniform' or 'magnitude'"
+            msg = f"AdvancedHQQParameters.search_weighting must be {choices}, got {self.search_weighting!r}."
             raise nncf.ValidationError(msg)
         if not isinstance(self.equalization, HQQEqualization):
             choices = [e.value for e in HQQEqualization]
