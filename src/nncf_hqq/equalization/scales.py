@@ -1,15 +1,12 @@
 """
-The math of data-free equalization on `nncf.tensor` Tensors: candidate per-input-channel scales c for a group of
-weights sharing an input, and the estimated output error that chooses among them.
+The math of data-free equalization on `nncf.tensor` Tensors: per-input-channel scales c for a group of weights
+sharing an input.
 
 Notation: the group's weights W_m [out_m, in_m] read channel k = map_m(j) at column j; W'_m = W_m diag(1/c[map_m])
-is quantized, Q(.) being group-wise round-to-nearest along the input axis, and the model computes with
-c[map_m] * Q(W'_m) in place of W_m. With a_k the typical magnitude of input channel k (the norm's scale when the
-producer is a norm, 1 otherwise), the output error of a candidate is estimated, data-free, as
+is quantized, Q(.) being group-wise quantization along the input axis, and the model computes with
+c[map_m] * Q(W'_m) in place of W_m: c moves magnitude between the columns of each quantization group.
 
-    err(c) = sum_m sum_ij a_{map(j)}^2 (W_ij - c_{map(j)} Q(W_ij / c_{map(j)}))^2.
-
-Candidates:
+Scales:
 - `power_scales`: c_k = (mean over the group's rows of |W_ik|)^alpha (alpha = 1: NNCF's data-free AWQ statistic),
 - `sinkhorn_scales`: column scales that balance the standard deviations of the rows and of the columns of each
   tile of `group_size` input columns (Sinkhorn-Knopp in the log domain, as SINQ, arXiv 2509.22944),
@@ -86,35 +83,3 @@ def sinkhorn_scales(columns: Tensor, group_size: int, iterations: int = 16) -> T
         inv_col = inv_col / fns.clip(col_std / smallest, 0.7, 2.0)
         inv_row = inv_row / fns.clip(row_std / smallest, 0.7, 2.0)
     return normalized(1.0 / best_inv_col.reshape((-1,)))
-
-
-def rtn_dequantized(weight: Tensor, group_size: int, num_bits: int = 4) -> Tensor:
-    """Q(W): asymmetric round-to-nearest with NNCF's scale and integer zero point per group along the last axis."""
-    rows, columns = weight.shape
-    group_size = columns if group_size <= 0 or columns % group_size else group_size
-    grouped = weight.reshape((rows, columns // group_size, group_size))
-    q_max = 2**num_bits - 1
-    low = fns.minimum(fns.min(grouped, axis=-1, keepdims=True), 0.0)
-    high = fns.maximum(fns.max(grouped, axis=-1, keepdims=True), 0.0)
-    scale = fns.maximum((high - low) / q_max, np.finfo(np.float32).eps)
-    zero_point = fns.clip(fns.round(-low / scale), 0, q_max)
-    codes = fns.clip(fns.round(grouped / scale + zero_point), 0, q_max)
-    return ((codes - zero_point) * scale).reshape((rows, columns))
-
-
-def estimated_error(weights: list[Tensor], channel_maps: list[np.ndarray | None], c: Tensor | None,
-                    activation: Tensor | None, group_size: int, num_bits: int = 4) -> float:  # fmt: skip
-    """err(c) of the module docstring (c None: no equalization), weights [out, in] as float32."""
-    total = 0.0
-    for weight, channel_map in zip(weights, channel_maps, strict=True):
-        column_scale = None if c is None else (c if channel_map is None else Tensor(c.data[channel_map]))
-        scaled = weight if column_scale is None else weight / column_scale
-        dequantized = rtn_dequantized(scaled, group_size, num_bits)
-        if column_scale is not None:
-            dequantized = dequantized * column_scale
-        error = (weight - dequantized) ** 2
-        if activation is not None:
-            a = activation if channel_map is None else Tensor(activation.data[channel_map])
-            error = error * (a * a)
-        total += float(fns.sum(error).item())
-    return total
