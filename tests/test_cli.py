@@ -75,14 +75,19 @@ def test_same_input_and_options_give_identical_weights(bundled_hqq, cache_dir, t
         np.testing.assert_array_equal(a, b)
 
 
-def test_huggingface_directory_source_with_keep_lm_head_fp16(tiny_llama_dir, tmp_path):
+def test_huggingface_directory_source_with_keep_lm_head_fp16_and_sinkhorn(tiny_llama_dir, tmp_path):
     before = _tree(tiny_llama_dir)
     dst = tmp_path / "tiny-hqq"
     code = cli.main(["compress", "--src", str(tiny_llama_dir), "--dst", str(dst), "--keep-lm-head-fp16",
-                     "--group-size", "32", "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+                     "--group-size", "32", "--equalization", "sinkhorn",
+                     "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
     assert code == 0
     assert _tree(tiny_llama_dir) == before, "--src was modified"
     metadata = json.loads((dst / METADATA_FILE).read_text())
+    assert metadata["parameters"]["equalization"] == "sinkhorn"
+    model = ov.Core().read_model(dst / "openvino_model.xml")
+    assert model.get_rt_info(["nncf", "weight_compression", "hqq", "equalization"]).astype(str) == "sinkhorn"
+    assert all(0 < layer["relative_error"] < 0.3 for layer in metadata["layers"])
     names = [layer["name"] for layer in metadata["layers"]]
     assert not any("lm_head" in name for name in names)
     # 2 layers x 7 linear weights in INT4, the (untied) embedding in NNCF's INT8 backup, lm_head left alone
@@ -106,6 +111,7 @@ def test_openvino_ir_source_is_only_read_and_can_be_recompressed_to_int8(bundled
         (["--sym", "--zero-point", "float16"], "drop --sym"),
         (["--sym", "--zero-point", "offset"], "--zero-point offset needs asymmetric"),
         (["--method", "rtn", "--zero-point", "float16"], "HQQ options"),
+        (["--method", "rtn", "--equalization", "power"], "HQQ options"),
         (["--iterations", "-1"], "num_iterations"),
         (["--ratio", "1.5"], "--ratio"),
     ],

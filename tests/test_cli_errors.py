@@ -133,6 +133,17 @@ def test_cache_dir_that_is_a_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
 
 
+def test_cache_dir_inside_a_huggingface_source(tmp_path):
+    src = tmp_path / "model"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama"}))
+    (src / "model.safetensors").write_bytes(b"")
+    before = tree(src)
+    result = run("compress", "--src", str(src), "--dst", str(tmp_path / "out"), "--cache-dir", str(src / "cache"))
+    assert_one_line_error(result, "inside --src")
+    assert tree(src) == before and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
 @pytest.mark.parametrize("option", ["--seed=-1", "--seed=4294967296", "--bits=3", "--group-size=48"])
 def test_out_of_range_arguments(option, tmp_path):
     assert_one_line_error(run("compress", "--dst", str(tmp_path / "out"), option), option.split("=")[0])

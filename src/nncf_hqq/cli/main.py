@@ -15,6 +15,8 @@ from nncf_hqq.cli.errors import interrupted
 from nncf_hqq.cli.errors import user_message
 from nncf_hqq.cli.pipeline import CompressionOptions
 from nncf_hqq.cli.pipeline import compress_llm
+from nncf_hqq.parameters import AdvancedHQQParameters
+from nncf_hqq.parameters import HQQEqualization
 from nncf_hqq.parameters import HQQZeroPointStorage
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "nncf_hqq"
@@ -51,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--iterations",
         type=int,
         help="HQQ solver iterations, 0: the scale search alone (default: 1 asymmetric, 20 symmetric)",
+    )
+    compress.add_argument(
+        "--equalization",
+        choices=[e.value for e in HQQEqualization],
+        help=f"HQQ equalization of input channels (default: {AdvancedHQQParameters().equalization.value})",
     )
     compress.add_argument("--seed", type=_seed, default=0, help="seed of every random generator, 0 to 2^32 - 1")
     compress.add_argument("--overwrite", action="store_true", help="replace a non-empty --dst")
@@ -115,6 +122,7 @@ def _compress(args: argparse.Namespace) -> int:
         keep_lm_head_fp16=args.keep_lm_head_fp16,
         zero_point=args.zero_point,
         iterations=args.iterations,
+        equalization=args.equalization,
         seed=args.seed,
     )
     metadata = compress_llm(args.src, args.dst, options, overwrite=args.overwrite, cache_dir=args.cache_dir)
@@ -128,10 +136,11 @@ def _print_summary(metadata: dict, dst: Path) -> None:
 
     size = metadata["model_size_bytes"]
     table = Table(title=f"nncf-hqq: {metadata['source']}", show_header=False)
-    table.add_row(
-        "method",
-        f"{metadata['method']} ({metadata['parameters']['mode']}, group size {metadata['parameters']['group_size']})",
-    )
+    parameters = metadata["parameters"]
+    method = metadata["method"]
+    if parameters.get("equalization") not in (None, "none"):
+        method += f", {parameters['equalization']} equalization"
+    table.add_row("method", f"{method} ({parameters['mode']}, group size {parameters['group_size']})")
     table.add_row("layers", ", ".join(f"{k}: {v}" for k, v in sorted(metadata["layers_by_precision"].items())))
     table.add_row("mean relative weight error", f"{metadata['mean_relative_error']:.5f}")
     table.add_row("compression time", f"{metadata['compression_seconds']:.1f} s")

@@ -19,6 +19,7 @@ import openvino as ov
 from nncf_hqq.cli.console import step
 from nncf_hqq.cli.errors import openvino_reason
 from nncf_hqq.cli.export import IR_FILE
+from nncf_hqq.cli.export import ModelSource
 from nncf_hqq.cli.export import check_causal_lm_ir
 from nncf_hqq.cli.export import full_precision_ir
 from nncf_hqq.cli.export import read_ir
@@ -30,6 +31,7 @@ from nncf_hqq.cli.workdirs import locked
 from nncf_hqq.cli.workdirs import make_temporary_dir
 from nncf_hqq.cli.workdirs import remove_stale_temporaries
 from nncf_hqq.compress import compress_weights
+from nncf_hqq.equalization import EqualizationRule
 from nncf_hqq.parameters import AdvancedCompressionParameters
 from nncf_hqq.parameters import AdvancedHQQParameters
 
@@ -52,6 +54,7 @@ class CompressionOptions:
     :param keep_lm_head_fp16: Leave the output projection (and an embedding tied to it) uncompressed.
     :param zero_point: HQQ zero point storage, "int", "float16" or "offset" (`HQQZeroPointStorage`).
     :param iterations: HQQ solver iterations; None: the solver's default for the zero point storage.
+    :param equalization: HQQ equalization, "none", "power" or "sinkhorn" (`HQQEqualization`); None: HQQ's default.
     :param seed: Seed of every random generator involved (the pipeline is deterministic for a fixed seed).
     """
 
@@ -64,6 +67,7 @@ class CompressionOptions:
     keep_lm_head_fp16: bool = False
     zero_point: str = "int"
     iterations: int | None = None
+    equalization: str | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -87,9 +91,23 @@ class CompressionOptions:
         if self.sym and self.zero_point != "int":
             msg = f"--zero-point {self.zero_point} needs asymmetric quantization: drop --sym."
             raise nncf.ValidationError(msg)
-        if self.method == "rtn" and (self.zero_point != "int" or self.iterations is not None):
-            raise nncf.ValidationError("--zero-point and --iterations are HQQ options: use them with --method hqq.")
-        AdvancedHQQParameters(num_iterations=self.iterations, zero_point_storage=self.zero_point).validate()
+        if self.method == "rtn" and (
+            self.zero_point != "int" or self.iterations is not None or self.equalization is not None
+        ):
+            msg = "--zero-point, --iterations and --equalization are HQQ options: use them with --method hqq."
+            raise nncf.ValidationError(msg)
+        self.hqq_params().validate()
+
+    def hqq_params(self) -> AdvancedHQQParameters:
+        """HQQ's parameters: its defaults but for the options given."""
+        given = {"num_iterations": self.iterations, "zero_point_storage": self.zero_point}
+        if self.equalization is not None:
+            given["equalization"] = self.equalization
+        return AdvancedHQQParameters(**given)
+
+    def equalization_rule(self) -> EqualizationRule | None:
+        """The equalization `compress_weights` applies with these options, None if none."""
+        return EqualizationRule.from_parameters(self.hqq_params()) if self.method == "hqq" else None
 
     @property
     def mode(self) -> nncf.CompressWeightsMode:
@@ -103,8 +121,7 @@ class CompressionOptions:
         if self.keep_lm_head_fp16:
             kwargs["ignored_scope"] = nncf.IgnoredScope(names=lm_head_node_names(model))
         if self.method == "hqq":
-            hqq_params = AdvancedHQQParameters(num_iterations=self.iterations, zero_point_storage=self.zero_point)
-            kwargs["advanced_parameters"] = AdvancedCompressionParameters(hqq_params=hqq_params)
+            kwargs["advanced_parameters"] = AdvancedCompressionParameters(hqq_params=self.hqq_params())
         return kwargs
 
 
@@ -154,6 +171,7 @@ def compress_llm(
     protected = {"--src": source.path.parent if source.kind == "openvino" else source.path}
     if cache_dir is not None:
         protected["--cache-dir"] = Path(cache_dir)
+        _check_cache_outside_source(Path(cache_dir), source)
     check_destination(dst, overwrite, protected)
     _seed_everything(options.seed)
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +199,7 @@ def _compress_ir(ir_file: Path, dst: Path, options: CompressionOptions, descript
         with step("Writing the model and measuring its weight error"):
             save_model(model, partial / IR_FILE)
             copy_companion_files(ir_file.parent, partial)
-            layers = layer_reports(model, read_ir(ir_file, description))
+            layers = layer_reports(model, read_ir(ir_file, description), options.equalization_rule())
             del model
             metadata = _metadata(description, options, seconds, layers, ir_file, partial / IR_FILE)
             (partial / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
@@ -210,6 +228,15 @@ def is_nncf_hqq_output(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(metadata, dict) and "nncf-hqq" in (metadata.get("versions") or {}) and "method" in metadata
+
+
+def _check_cache_outside_source(cache_dir: Path, source: ModelSource) -> None:
+    """An export cache inside a Hugging Face model directory would write into --src: refused."""
+    if source.kind == "openvino" or not source.path.is_dir():
+        return
+    cache, src = cache_dir.absolute().resolve(), source.path.absolute().resolve()
+    if cache == src or src in cache.parents:
+        raise nncf.ValidationError(f"--cache-dir {cache_dir} is inside --src {source.path}: choose a cache outside it.")
 
 
 def check_destination(dst: Path, overwrite: bool, protected: dict[str, Path]) -> None:
@@ -292,7 +319,7 @@ def _metadata(source: str, options: CompressionOptions, seconds: float, layers: 
     return {
         "source": source,
         "method": options.method,
-        "parameters": {**dataclasses.asdict(options), "mode": options.mode.value},
+        "parameters": _parameters(options),
         "versions": {name: _version(name) for name in PACKAGES},
         "compression_seconds": round(seconds, 3),
         "model_size_bytes": {"before": size(src_ir), "after": size(dst_ir)},
@@ -300,6 +327,14 @@ def _metadata(source: str, options: CompressionOptions, seconds: float, layers: 
         "mean_relative_error": float(np.mean([layer["relative_error"] for layer in layers])) if layers else None,
         "layers": layers,
     }
+
+
+def _parameters(options: CompressionOptions) -> dict:
+    """The options as given, with the mode and, for HQQ, the equalization it applied (its default if not given)."""
+    parameters = {**dataclasses.asdict(options), "mode": options.mode.value}
+    if options.method == "hqq":
+        parameters["equalization"] = options.hqq_params().equalization.value
+    return parameters
 
 
 def _version(package: str) -> str | None:

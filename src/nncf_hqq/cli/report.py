@@ -3,6 +3,10 @@
 import numpy as np
 import openvino as ov
 
+from nncf_hqq.equalization import Equalization
+from nncf_hqq.equalization import EqualizationRule
+from nncf_hqq.equalization.patterns import find_scale_groups
+
 LOW_BIT_TYPES = (ov.Type.u4, ov.Type.i4)
 INTEGER_WEIGHT_TYPES = (ov.Type.u4, ov.Type.i4, ov.Type.u8, ov.Type.i8)
 
@@ -43,36 +47,61 @@ def dequantize(consts: dict[str, ov.Node], name: str) -> np.ndarray:
     return dequantized
 
 
-def layer_reports(compressed: ov.Model, reference: ov.Model) -> list[dict]:
+def layer_reports(
+    compressed: ov.Model, reference: ov.Model, equalization: EqualizationRule | None = None
+) -> list[dict]:
     """
     One entry per NNCF-compressed weight: name, shape, precision ("int4_asym", "int8_sym", ...), group size and
     relative reconstruction error ||W - W_hat|| / ||W|| against the same-named constant of `reference`.
+
+    With the `equalization` the model was compressed with, W_hat is the weight the compressed model effectively
+    applies to the original input: its dequantized weight with the equalization factors divided out (the plan is
+    made again on `reference`, for the weights `compressed` holds in 4-bit groups).
     """
     consts = constants_by_name(compressed)
     reference_consts = constants_by_name(reference)
-    reports = []
+    reports, dequantized = [], {}
     for name, op in consts.items():
         if op.get_element_type() not in INTEGER_WEIGHT_TYPES or f"{name}/scale" not in consts:
             continue
-        weight = constant_value(reference_consts[name]).astype(np.float64)
-        dequantized = dequantize(consts, name).reshape(weight.shape)
-        element_type = op.get_element_type()
-        bits = 4 if element_type in LOW_BIT_TYPES else 8
+        weight_shape = tuple(reference_consts[name].get_output_shape(0))
+        dequantized[name] = dequantize(consts, name).reshape(weight_shape)
+        bits = 4 if op.get_element_type() in LOW_BIT_TYPES else 8
         zero_point = consts.get(f"{name}/zero_point")
         symmetric = zero_point is None or int(np.prod(list(zero_point.get_output_shape(0)))) == 1  # unsigned sym
-        scale_shape = tuple(consts[f"{name}/scale"].get_output_shape(0))
         q_shape = tuple(op.get_output_shape(0))
-        group_size = q_shape[-1] if len(q_shape) > len(weight.shape) else -1
-        norm = np.linalg.norm(weight)
         reports.append(
             {
                 "name": name,
-                "shape": list(weight.shape),
+                "shape": list(weight_shape),
                 "precision": f"int{bits}_{'sym' if symmetric else 'asym'}",
-                "group_size": group_size,
+                "group_size": q_shape[-1] if len(q_shape) > len(weight_shape) else -1,
                 "zero_point_type": None if zero_point is None else zero_point.get_element_type().get_type_name(),
-                "num_scales": int(np.prod(scale_shape)),
-                "relative_error": float(np.linalg.norm(dequantized - weight) / norm) if norm > 0 else 0.0,
+                "num_scales": int(np.prod(list(consts[f"{name}/scale"].get_output_shape(0)))),
             }
         )
+    factors = {} if equalization is None else _equalization_factors(reference, reports, equalization)
+    for report in reports:
+        name = report["name"]
+        weight = constant_value(reference_consts[name]).astype(np.float64)
+        effective = dequantized.pop(name).astype(np.float64)
+        for axis, vector in factors.get(name, {}).items():
+            shape = [1] * effective.ndim
+            shape[axis] = -1
+            effective = effective / vector.reshape(shape)
+        norm = np.linalg.norm(weight)
+        report["relative_error"] = float(np.linalg.norm(effective - weight) / norm) if norm > 0 else 0.0
     return reports
+
+
+def _equalization_factors(reference: ov.Model, reports: list[dict], rule: EqualizationRule) -> dict:
+    """The factors equalization multiplied each constant of `reference` by, planned as `compress_weights` did."""
+    by_name = {report["name"]: report for report in reports}
+    configs = {}
+    for group in find_scale_groups(reference):
+        for consumer in group.consumers:
+            report = by_name.get(consumer.node.get_friendly_name())
+            if report is not None:
+                bits = 4 if report["precision"].startswith("int4") else 8
+                configs[report["name"]] = (report["group_size"], bits, consumer.axis)
+    return Equalization(rule).plan(reference, configs, lambda const: const.get_data(), log=False).factors

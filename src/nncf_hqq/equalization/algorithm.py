@@ -24,6 +24,8 @@ from nncf_hqq.equalization.patterns import find_scale_groups
 from nncf_hqq.equalization.scales import columns_by_channel
 from nncf_hqq.equalization.scales import power_scales
 from nncf_hqq.equalization.scales import sinkhorn_scales
+from nncf_hqq.parameters import AdvancedHQQParameters
+from nncf_hqq.parameters import HQQEqualization
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,13 @@ class EqualizationRule:
     method: str = "power"
     alpha: float = 0.5
     producers: tuple[ProducerKind, ...] = (ProducerKind.NORM, ProducerKind.GATED, ProducerKind.ATTENTION)
+
+    @classmethod
+    def from_parameters(cls, params: AdvancedHQQParameters) -> "EqualizationRule | None":
+        """The rule `params` ask for, None for `HQQEqualization.NONE`."""
+        if params.equalization == HQQEqualization.NONE:
+            return None
+        return cls(params.equalization.value, params.equalization_alpha)
 
 
 @dataclass
@@ -79,12 +88,17 @@ class Equalization:
         self._rule = rule
 
     def plan(
-        self, model: ov.Model, weight_configs: WeightConfigs, read: Callable[[ov.Node], np.ndarray]
+        self,
+        model: ov.Model,
+        weight_configs: WeightConfigs,
+        read: Callable[[ov.Node], np.ndarray],
+        log: bool = True,
     ) -> EqualizationPlan:
         """
         :param model: The model (read only).
         :param weight_configs: The compression of every weight constant NNCF compresses (others are absent).
         :param read: Reads a constant's value.
+        :param log: Log a line saying what was equalized and skipped.
         :return: The factors of every constant that equalization changes.
         """
         plan = EqualizationPlan()
@@ -105,7 +119,8 @@ class Equalization:
                 plan.multiply(consumer.node.get_friendly_name(), consumer.axis, 1.0 / column)
             for absorber in group.absorbers:
                 plan.multiply(absorber.node.get_friendly_name(), absorber.axis, c)
-        self._log(plan, count_linears(model) - sum(len(g.consumers) for g in groups))
+        if log:
+            self._log(plan, count_linears(model) - sum(len(g.consumers) for g in groups))
         return plan
 
     def _log(self, plan: EqualizationPlan, unmatched: int) -> None:

@@ -17,8 +17,11 @@ import nncf_hqq.compress
 from nncf_hqq import AdvancedCompressionParameters
 from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import compress_weights
+from nncf_hqq.cli.report import layer_reports
+from nncf_hqq.equalization import EqualizationPlan
 from nncf_hqq.equalization import EqualizationRule
 from nncf_hqq.equalization import fold_equalization
+from nncf_hqq.equalization import replace_constants
 from nncf_hqq.equalization.patterns import ProducerKind
 from nncf_hqq.equalization.patterns import find_scale_groups
 from nncf_hqq.equalization.scales import MAX_SCALE
@@ -156,7 +159,7 @@ def _op_types(model: ov.Model) -> list[str]:
 
 def test_equalized_model_has_the_ops_of_an_rtn_model_and_records_the_groups(small_lm):
     _, ir = small_lm
-    plain = _compress(ir)
+    plain = _compress(ir, hqq_params={"equalization": "none"})
     equalized = _compress(ir, hqq_params={"equalization": "power"})
     assert _op_types(equalized) == _op_types(plain)
     groups = len(find_scale_groups(ov.Core().read_model(ir)))
@@ -170,6 +173,29 @@ def test_equalized_model_has_the_ops_of_an_rtn_model_and_records_the_groups(smal
     # the equalized model is a working compression of the float one
     error = np.abs(_logits(equalized) - reference).mean() / np.abs(reference).mean()
     assert error < 0.3
+
+
+def test_layer_report_measures_the_weights_the_equalized_model_applies(small_lm):
+    _, ir = small_lm
+    rule = EqualizationRule("power")
+    # input channels of unequal magnitudes, so that the equalization factors are far from 1
+    reference = ov.Core().read_model(ir)
+    spread = EqualizationPlan()
+    rng = np.random.default_rng(0)
+    for group in find_scale_groups(reference):
+        for consumer in group.consumers:
+            size = consumer.node.get_output_shape(0)[consumer.axis]
+            spread.multiply(consumer.node.get_friendly_name(), consumer.axis, np.exp(rng.standard_normal(size)))
+    replace_constants(reference, spread)
+    plain = layer_reports(_compress(reference.clone(), hqq_params={"equalization": "none"}), reference)
+    equalized = _compress(reference.clone(), hqq_params={"equalization": "power"})
+    effective = layer_reports(equalized, reference, rule)
+    assert [layer["name"] for layer in effective] == [layer["name"] for layer in plain]
+    errors = np.array([[a["relative_error"], b["relative_error"]] for a, b in zip(plain, effective, strict=True)])
+    assert np.all(errors[:, 1] < 2 * errors[:, 0]) and 0.5 < errors[:, 1].mean() / errors[:, 0].mean() < 1.5
+    # compared as stored, the equalized weights would be off by their factors
+    stored = np.mean([layer["relative_error"] for layer in layer_reports(equalized, reference)])
+    assert stored > 2 * errors[:, 1].mean()
 
 
 def test_scaling_weights_as_they_are_compressed_equals_folding_first(small_lm, monkeypatch):
@@ -208,7 +234,7 @@ def test_equalization_chains_with_nncf_options(small_lm, kwargs):
     hqq_params = kwargs.pop("hqq_params", {})
     model = _compress(ir, hqq_params={"equalization": "power", **hqq_params}, **kwargs)
     assert int(model.get_rt_info(["nncf", "weight_compression", "hqq", "equalized_groups"]).astype(str)) > 0
-    plain = _compress(ir, hqq_params=hqq_params, **kwargs)
+    plain = _compress(ir, hqq_params={"equalization": "none", **hqq_params}, **kwargs)
     reference = _logits(ov.Core().read_model(ir))
     errors = [np.abs(_logits(m) - reference).mean() / np.abs(reference).mean() for m in (model, plain)]
     assert errors[0] < 1.5 * errors[1] + 0.02  # a working compression, comparable to the plain one
