@@ -26,6 +26,7 @@ import numpy as np
 from benchmarks.corpus import corpus_text
 from benchmarks.corpus import token_ids
 from benchmarks.embedding_fidelity import evaluate_encoder
+from benchmarks.llm_eval import PRECISIONS
 from benchmarks.llm_eval import window_scores
 from benchmarks.methods import compress
 from benchmarks.methods import method
@@ -40,7 +41,9 @@ from nncf_hqq.cli.export import full_precision_ir
 DEFAULT_CONFIGS = ["int4_asym:64", "int4_asym:128"]
 
 
-def llm_rows(name: str, methods, configs, window: int, tokens: int, cache_dir: Path) -> list[dict]:
+def llm_rows(
+    name: str, methods, configs, window: int, tokens: int, cache_dir: Path, precision: str = "default"
+) -> list[dict]:
     """Per method and config: per-window KL divergence from the uncompressed model, and NLL."""
     from transformers import AutoTokenizer
 
@@ -55,12 +58,12 @@ def llm_rows(name: str, methods, configs, window: int, tokens: int, cache_dir: P
     with tempfile.TemporaryDirectory(prefix="decide-") as work:
         for mode, group_size in configs:
             for run_method in methods:
-                key = f"{name}-{mode}-g{group_size}-{run_method.name}-{n_windows}x{window}"
+                key = f"{name}-{mode}-g{group_size}-{run_method.name}-{n_windows}x{window}-{precision}"
                 row = _cached_rtn_row(cache_dir, key) if run_method.name == "rtn" else None
                 if row is None:
                     out_dir = Path(work) / safe_name(f"{run_method.name}-{mode}-{group_size}")
                     seconds = compress(ir_file, run_method, mode, group_size, None, out_dir)
-                    scores = window_scores(out_dir, windows, ir_file.parent)
+                    scores = window_scores(out_dir, windows, ir_file.parent, precision)
                     shutil.rmtree(out_dir)
                     row = {"model": name, "mode": mode, "group_size": group_size, "method": run_method.name,
                            "measure": "KL", "items": scores["window_kl"], "compress_seconds": seconds}  # fmt: skip
@@ -160,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window", type=int, default=512)
     parser.add_argument("--tokens", type=int, default=4096)
     parser.add_argument("--passages", type=int, default=128)
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="default", help="LLM inference settings")
     parser.add_argument("--se", type=float, default=1.0, help="verdict threshold, in standard errors")
     parser.add_argument("--cache-dir", type=Path, default=Path("cache"))
     parser.add_argument("--json", type=Path, help="also write the rows here")
@@ -169,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     configs = parse_configs(args.configs)
     rows = []
     for name in args.llms:
-        rows += llm_rows(name, methods, configs, args.window, args.tokens, args.cache_dir)
+        rows += llm_rows(name, methods, configs, args.window, args.tokens, args.cache_dir, args.precision)
     for name in args.encoders:
         rows += encoder_rows(name, methods, configs, args.passages, args.cache_dir)
     rows = verdicts(rows, args.se)

@@ -2,7 +2,8 @@
 The compression methods every benchmark compares, by name, and how a model is compressed with one of them.
 
 Methods are pinned to explicit parameters where they record an experiment, so that they do not follow later
-changes of the defaults; `hqq-default` follows them (`nncf_hqq.compress_weights(..., hqq=True)` as a user calls it).
+changes of the defaults; `hqq-default`, `hqq-f16zp`, `hqq-offset` and the `*hqq-default` combinations follow them
+(`nncf_hqq.compress_weights(..., hqq=True)` as a user calls it).
 """
 
 import dataclasses
@@ -40,30 +41,41 @@ class Method:
 
 
 def _hqq(**hqq_params) -> dict:
-    return {"hqq": True, "hqq_params": AdvancedHQQParameters(**hqq_params)}
+    """HQQ with these parameters; without equalization unless given (so that pinned methods stay pinned)."""
+    return {"hqq": True, "hqq_params": AdvancedHQQParameters(**{"equalization": "none", **hqq_params})}
 
 
 METHODS = [
     Method(FULL_PRECISION),
     Method("rtn"),
+    # `hqq=True` as a user calls it (power equalization, one HQQ iteration from RTN), and its zero point storages
     Method("hqq-default", {"hqq": True}),
+    Method("hqq-f16zp", {"hqq": True, "hqq_params": AdvancedHQQParameters(zero_point_storage="float16")}),
+    Method("hqq-offset", {"hqq": True, "hqq_params": AdvancedHQQParameters(zero_point_storage="offset")}),
+    # equalization (nncf_hqq.equalization) without and with HQQ, pinned
+    Method("rtn+eq-power", _hqq(equalization="power", scale_search_steps=0, num_iterations=0)),
+    Method("rtn+eq-sinkhorn", _hqq(equalization="sinkhorn", scale_search_steps=0, num_iterations=0)),
+    Method("hqq-eq-power-nosearch", _hqq(equalization="power", scale_search_steps=0, num_iterations=1)),
+    Method("hqq-eq-power-nosearch-sym20", _hqq(equalization="power", scale_search_steps=0)),  # 20 iterations in sym
+    Method("hqq-eq-sinkhorn", _hqq(equalization="sinkhorn", scale_search_steps=0, num_iterations=1)),
+    Method("hqq-eq-power-search", _hqq(equalization="power", scale_search_steps=7, num_iterations=1)),
+    # HQQ without equalization: hqq-u4 is the scale search (7 expansions) and one iteration
     Method("hqq-u4", _hqq(scale_search_steps=7, num_iterations=1)),
     Method("hqq-u4-nosearch", _hqq(scale_search_steps=0, num_iterations=1)),
-    # experiments of RESULTS.md
+    Method("hqq-u4-f16zp", _hqq(zero_point_storage="float16", scale_search_steps=7)),
+    Method("hqq-u4-offset", _hqq(zero_point_storage="offset", scale_search_steps=7)),
     Method("hqq-u4-rtn20", _hqq(scale_search_steps=0, num_iterations=20)),
     Method("hqq-u4-clip", _hqq(scale_search_steps=0, num_iterations=20, clip_extremes=True)),
     Method("hqq-u4-steps15", _hqq(scale_search_steps=15)),
     Method("hqq-u4-norm", _hqq(norm_importance=True, scale_search_steps=15)),
-    Method("hqq-f16zp", _hqq(zero_point_storage="float16", scale_search_steps=7)),
-    Method("hqq-offset", _hqq(zero_point_storage="offset", scale_search_steps=7)),
-    Method("hqq-eq-power-magsearch", _hqq(equalization="power", search_weighting="magnitude", scale_search_steps=7)),
-    Method("hqq-magsearch", _hqq(search_weighting="magnitude", scale_search_steps=7, num_iterations=1)),
+    # data-free AWQ, and data-aware methods for reference
     Method("awq-df+rtn", {"awq": True}),
+    Method("awq-df+hqq-default", {"awq": True, "hqq": True}),
     Method("awq-df+hqq-u4", {"awq": True, **_hqq(scale_search_steps=7, num_iterations=1)}),
-    Method("awq-df+hqq-offset", {"awq": True, **_hqq(zero_point_storage="offset", scale_search_steps=7)}),
+    Method("awq-df+hqq-u4-offset", {"awq": True, **_hqq(zero_point_storage="offset", scale_search_steps=7)}),
     Method("awq+se", {"awq": True, "scale_estimation": True}, data_aware=True),
     Method("gptq+se", {"gptq": True, "scale_estimation": True}, data_aware=True),
-    Method("awq+se+hqq-u4", {"awq": True, "scale_estimation": True, **_hqq()}, data_aware=True),
+    Method("awq+se+hqq-default", {"awq": True, "scale_estimation": True, "hqq": True}, data_aware=True),
     # equalization experiments
     *[
         Method(f"eq-{spec}+rtn", equalize=spec)
@@ -82,8 +94,14 @@ METHODS = [
             "sinkhorn|guard",
         )
     ],
-    Method("eq-pow:0.5+hqq-nosearch", _hqq(scale_search_steps=0, num_iterations=1), equalize="pow:0.5"),
-    Method("eq-pow:0.5+hqq-u4", _hqq(scale_search_steps=7, num_iterations=1), equalize="pow:0.5"),
+    *[
+        Method(f"eq-{spec}+hqq-nosearch", _hqq(scale_search_steps=0, num_iterations=1), equalize=spec)
+        for spec in ("pow:0.5", "pow:0.5@norm,gated", "pow:0.25", "pow:0.5|guard")
+    ],
+    *[
+        Method(f"eq-{spec}+hqq-u4", _hqq(scale_search_steps=7, num_iterations=1), equalize=spec)
+        for spec in ("pow:0.5", "pow:0.5@norm,gated", "pow:0.25")
+    ],
 ]
 METHODS_BY_NAME = {m.name: m for m in METHODS}
 CONFIGS = [("int4_asym", 64), ("int4_asym", 128), ("int4_sym", 128)]
@@ -107,9 +125,17 @@ def parse_configs(configs: list[str]) -> list[tuple[str, int]]:
 
 
 def compress_model(
-    ir_file: Path, method: Method, mode: str, group_size: int, dataset: nncf.Dataset | None = None
+    ir_file: Path,
+    method: Method,
+    mode: str,
+    group_size: int,
+    dataset: nncf.Dataset | None = None,
+    **extra,
 ) -> tuple[ov.Model, float]:
-    """The IR compressed with `method` (the model unchanged for the full-precision row) and the seconds it took."""
+    """
+    The IR compressed with `method` (the model unchanged for the full-precision row) and the seconds it took;
+    `extra`: more `compress_weights` arguments.
+    """
     model = ov.Core().read_model(ir_file)
     if method.name == FULL_PRECISION:
         return model, 0.0
@@ -132,6 +158,7 @@ def compress_model(
         dataset=dataset if method.data_aware else None,
         advanced_parameters=advanced,
         **kwargs,
+        **extra,
     )
     return model, time.perf_counter() - start
 

@@ -39,7 +39,7 @@ from benchmarks.stats import format_difference
 from benchmarks.stats import paired_difference
 from nncf_hqq.cli.export import full_precision_ir
 
-DEFAULT_METHODS = [FULL_PRECISION, "rtn", "hqq-default", "awq-df+rtn", "awq-df+hqq-u4", "hqq-f16zp", "hqq-offset"]
+DEFAULT_METHODS = [FULL_PRECISION, "rtn", "hqq-default", "awq-df+rtn", "awq-df+hqq-default", "hqq-f16zp", "hqq-offset"]
 QUICK_METHODS = [FULL_PRECISION, "rtn", "hqq-default", "hqq-f16zp", "hqq-offset"]
 
 

@@ -18,15 +18,13 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import openvino as ov
 from openvino import opset13 as opset
 
-METHODS = ("rtn", "hqq-default", "hqq-f16zp", "hqq-offset")
-ZERO_POINT_STORAGE = {"hqq-default": "int", "hqq-f16zp": "float16", "hqq-offset": "offset"}
+DEFAULT_METHODS = ("rtn", "hqq-default", "hqq-f16zp", "hqq-offset")
 
 
 def synthetic_stack(path: Path, shape: tuple[int, int], layers: int, seed: int = 0) -> Path:
@@ -49,14 +47,10 @@ def synthetic_stack(path: Path, shape: tuple[int, int], layers: int, seed: int =
     return path
 
 
-def child(ir: str, method: str) -> None:
-    """Runs in a fresh process: compress `ir` with `method`, print {seconds, peak_rss_mib, num_weights}."""
-    import nncf
-    from nncf.quantization.advanced_parameters import GroupSizeFallbackMode
-
-    from nncf_hqq import AdvancedCompressionParameters
-    from nncf_hqq import AdvancedHQQParameters
-    from nncf_hqq import compress_weights
+def child(ir: str, method_name: str) -> None:
+    """Runs in a fresh process: compress `ir` with `method_name`, print {seconds, peak_rss_mib, num_weights}."""
+    from benchmarks.methods import compress_model
+    from benchmarks.methods import method
 
     model = ov.Core().read_model(ir)
     num_weights = sum(
@@ -64,20 +58,8 @@ def child(ir: str, method: str) -> None:
         for op in model.get_ordered_ops()
         if op.get_type_name() == "Constant" and op.get_element_type() in (ov.Type.f16, ov.Type.f32)
     )
-    hqq_params = AdvancedHQQParameters(zero_point_storage=ZERO_POINT_STORAGE.get(method, "int"))
-    advanced = AdvancedCompressionParameters(
-        group_size_fallback_mode=GroupSizeFallbackMode.ADJUST, hqq_params=hqq_params
-    )
-    start = time.perf_counter()
-    compress_weights(
-        model,
-        mode=nncf.CompressWeightsMode.INT4_ASYM,
-        group_size=64,
-        all_layers=True,
-        hqq=method != "rtn",
-        advanced_parameters=advanced,
-    )
-    seconds = time.perf_counter() - start
+    del model
+    _, seconds = compress_model(Path(ir), method(method_name), "int4_asym", 64, all_layers=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "peak_rss_mib": peak, "num_weights": num_weights}))
 
@@ -117,6 +99,7 @@ def main() -> None:
         default=["stack-2048", "stack-4096x11008", "smollm2-135m"],
         choices=["stack-2048", "stack-4096x11008", "smollm2-135m", "qwen2.5-coder-0.5b"],
     )
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="names of benchmarks.methods")
     parser.add_argument("--child", nargs=2, metavar=("IR", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -139,12 +122,13 @@ def main() -> None:
     rows = []
     for name in args.models:
         ir = irs[name]()
-        runs = {m: [] for m in METHODS}
-        for method in METHODS:  # warm-up, not counted: the OS file cache, and numba compiles HQQ's solver once
+        methods = ["rtn"] + [m for m in args.methods if m != "rtn"]
+        runs = {m: [] for m in methods}
+        for method in methods:  # warm-up, not counted: the OS file cache, and numba compiles HQQ's solver once
             warm_up = measure(ir, method)
             print(f"{name} {method} warm-up: {warm_up['seconds']:.2f} s", flush=True)
         for _ in range(args.runs):
-            for method in METHODS:  # alternating, so drifts of the machine hit every method alike
+            for method in methods:  # alternating, so drifts of the machine hit every method alike
                 runs[method].append(measure(ir, method))
         rtn_time = np.median([r["seconds"] for r in runs["rtn"]])
         rtn_rss = np.median([r["peak_rss_mib"] for r in runs["rtn"]])

@@ -87,19 +87,18 @@ def compress_weights(
 
     hqq_params = getattr(advanced_parameters, "hqq_params", None) or AdvancedHQQParameters()
     _check_hqq_arguments(model, mode, gptq, hqq_params)
-    if mode == CompressWeightsMode.INT4_SYM:
+    if mode == CompressWeightsMode.INT4_SYM and hqq_params.equalization == HQQEqualization.NONE:
         nncf_logger.warning(
-            "HQQ with INT4_SYM was measured to give higher perplexity than NNCF's RTN (SmolLM2-135M g128: "
-            "+0.022 NLL per token); INT4_ASYM is where HQQ helps. See benchmarks/RESULTS.md."
+            "HQQ without equalization in INT4_SYM was measured worse than NNCF's RTN on some models; with the "
+            "default equalization it was better on every model measured. See benchmarks/RESULTS.md."
         )
     algorithm = HQQ(hqq_params)
     rt_info = {"enabled": True, **{k: _rt_value(v) for k, v in dataclasses.asdict(hqq_params).items()}}
     offsets = hqq_params.zero_point_storage == HQQZeroPointStorage.OFFSET
     # AWQ edits the model before NNCF's transform, and LoRA correction inside it: check every weight first
     eager = bool(awq) or bool(lora_correction)
-    equalization = None
-    if hqq_params.equalization != HQQEqualization.NONE:
-        equalization = Equalization(EqualizationRule(hqq_params.equalization.value, hqq_params.equalization_alpha))
+    rule = EqualizationRule.from_parameters(hqq_params)
+    equalization = None if rule is None else Equalization(rule)
     # algorithms that read weights or activations before NNCF's transform must see the equalized model
     reads_model_early = eager or bool(scale_estimation) or dataset is not None or (ratio is not None and ratio < 1)
     weight_compression_cls = weight_compression_class(

@@ -240,9 +240,6 @@ class HQQ:
 
         rows = _RowsAlongLastAxis(weight.shape, reduction_axes)
         importance = None if importance is None else rows.to_rows(importance)
-        if params.search_weighting == "magnitude" and config.is_asym_mode:
-            magnitude = _magnitude_weights(rows.to_rows(weight))
-            importance = magnitude if importance is None else importance * magnitude
         codes = None
         if config.is_asym_mode:
             scale, zero_point, codes = solve_asymmetric_fused(
@@ -278,13 +275,6 @@ def check_weight_is_finite(weight_name: str, weight: Tensor) -> None:
 
 def _non_finite_weight_message(weight_name: str) -> str:
     return f"Weight {weight_name} contains NaN or infinite values; fix the model before compressing it."
-
-
-def _magnitude_weights(grouped: Tensor) -> Tensor:
-    """Per weight, rms(its group) + |w|: llama.cpp's k-quants weighting of squared errors (protects large weights)."""
-    values = grouped.as_numpy_tensor().astype(TensorDataType.float32)
-    rms = fns.mean(values * values, axis=-1, keepdims=True) ** 0.5
-    return rms + fns.abs(values)
 
 
 class _RowsAlongLastAxis:

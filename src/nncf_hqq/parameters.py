@@ -53,19 +53,22 @@ class HQQEqualization(Enum):
 @dataclass
 class AdvancedHQQParameters:
     """
-    Parameters of the HQQ half-quadratic proximal solver.
+    Parameters of HQQ weight compression: the equalization folded into the model, then per weight the scale search
+    and the half-quadratic proximal solver.
 
-    :param num_iterations: Number of proximal iterations per weight (0: the scale search alone). None: 1 in
-        asymmetric modes (after the scale search, more iterations were measured not to lower perplexity) and 20 in
-        symmetric ones.
+    Defaults: power equalization, no scale search, one proximal iteration from RTN's parameters (asymmetric modes).
+
+    :param num_iterations: Number of proximal iterations per weight (0: the starting parameters alone, RTN's or the
+        scale search's). None: 1 in asymmetric modes (more iterations were measured not to lower perplexity) and
+        20 in symmetric ones.
     :param lp_norm: The p of the lp error norm the solver minimises, in (0, 1]; p < 1 makes it robust to outliers.
     :param beta: Initial penalty weight of the half-quadratic split.
     :param kappa: Growth factor of beta per iteration (beta is annealed towards the hard constraint).
     :param zero_point_storage: Storage of asymmetric zero points, see `HQQZeroPointStorage`.
     :param scale_search_steps: In asymmetric modes, first search the scales (1 + SCALE_SEARCH_STEP k) s_RTN,
         k = 0..steps (never clipping), with integer zero points, for the least L2 error, and start the proximal
-        iterations from there; 0 starts from RTN. This search is where the integer path's perplexity gain was
-        measured to come from; 7 expansions (up to 14%) had lower perplexity than 15 and 5 (benchmarks/RESULTS.md).
+        iterations from there; 0 (the default) starts from RTN. With equalization, the search was measured to make
+        the genuine float encoders worse than without it (benchmarks/RESULTS.md); without equalization, 7 was best.
     :param refine_scale_estimation: With scale estimation, let HQQ start from the estimated parameters and keep
         them only where it cannot improve its (data-free) objective. By default HQQ leaves the layers scale
         estimation handled alone: refining them was measured to raise perplexity over scale estimation alone.
@@ -74,9 +77,8 @@ class AdvancedHQQParameters:
         data-free proxy for the magnitude of the activations the channel multiplies.
     :param clip_extremes: Let the integer-zero-point and symmetric solvers shrink a group's scale so far that the
         group's largest weights are clipped. It lowers the lp error, but clipping large weights hurts perplexity.
-    :param search_weighting: The weights of the scale search's squared errors: "uniform", or "magnitude" (each
-        weight's by rms(group) + |w|, as llama.cpp's k-quants, protecting large weights).
-    :param equalization: Per-input-channel equalization folded into the model first, see `HQQEqualization`.
+    :param equalization: Per-input-channel equalization folded into the model first, see `HQQEqualization`;
+        `POWER` by default (the configuration measured best on every model, benchmarks/RESULTS.md).
     :param equalization_alpha: The exponent of `HQQEqualization.POWER`, in (0, 1].
     """
 
@@ -85,12 +87,11 @@ class AdvancedHQQParameters:
     beta: float = 10.0
     kappa: float = 1.01
     zero_point_storage: HQQZeroPointStorage = HQQZeroPointStorage.INTEGER
-    scale_search_steps: int = 7
+    scale_search_steps: int = 0
     refine_scale_estimation: bool = False
     clip_extremes: bool = False
     norm_importance: bool = False
-    search_weighting: str = "uniform"
-    equalization: HQQEqualization = HQQEqualization.NONE
+    equalization: HQQEqualization = HQQEqualization.POWER
     equalization_alpha: float = 0.5
 
     def validate(self) -> None:
@@ -107,10 +108,6 @@ class AdvancedHQQParameters:
         if not isinstance(self.zero_point_storage, HQQZeroPointStorage):
             choices = [s.value for s in HQQZeroPointStorage]
             msg = f"AdvancedHQQParameters.zero_point_storage must be one of {choices}, got {self.zero_point_storage!r}."
-            raise nncf.ValidationError(msg)
-        if self.search_weighting not in ("uniform", "magnitude"):
-            choices = "'uniform' or 'magnitude'"
-            msg = f"AdvancedHQQParameters.search_weighting must be {choices}, got {self.search_weighting!r}."
             raise nncf.ValidationError(msg)
         if not isinstance(self.equalization, HQQEqualization):
             choices = [e.value for e in HQQEqualization]

@@ -32,6 +32,7 @@ INT4_ASYM = CompressWeightsMode.INT4_ASYM
 F16_ZERO_POINT = AdvancedCompressionParameters(
     hqq_params=AdvancedHQQParameters(zero_point_storage=HQQZeroPointStorage.FLOAT16)
 )
+SCALE_SEARCH = AdvancedCompressionParameters(hqq_params=AdvancedHQQParameters(scale_search_steps=7))
 
 
 def _bert_subset(n: int = 8) -> dict[str, np.ndarray]:
@@ -82,8 +83,11 @@ def test_hqq_has_lower_reconstruction_error_than_rtn_on_real_bert_weights(group_
     assert hqq < rtn * 0.995, (hqq, rtn)
 
 
-@pytest.mark.parametrize("advanced_parameters", [None, F16_ZERO_POINT], ids=["u4_zero_point", "f16_zero_point"])
+@pytest.mark.parametrize(
+    "advanced_parameters", [SCALE_SEARCH, F16_ZERO_POINT], ids=["u4_zero_point_search", "f16_zero_point"]
+)
 def test_hqq_has_lower_reconstruction_error_than_rtn_on_heavy_tailed_weights(advanced_parameters):
+    """The L2 gain of the scale search (the default, without it, lowers the lp error; see test_fused_solver)."""
     weights = {f"w{i}": heavy_tailed_weight((256, 512), seed=i) for i in range(3)}
     rtn = relative_error(_compress(weights), weights)
     hqq = relative_error(_compress(weights, hqq=True, advanced_parameters=advanced_parameters), weights)
@@ -239,7 +243,8 @@ def test_rt_info_records_hqq_and_survives_save(tmp_path):
     info = lambda *key: loaded.get_rt_info(["nncf", "weight_compression", "hqq", *key]).astype(str)
     assert info("enabled") == "True"
     assert info("num_iterations") == "None"  # the solver's default for the path
-    assert info("scale_search_steps") == "7"
+    assert info("scale_search_steps") == "0"
+    assert info("equalization") == "power"
     assert info("lp_norm") == "0.7"
     assert info("zero_point_storage") == "float16"
 
@@ -323,7 +328,7 @@ def _weighted_l2(grouped, scale, zero_point, importance):
 def test_scale_search_with_input_importance_lowers_the_weighted_error():
     weight = heavy_tailed_weight((128, 256), seed=11)
     config = WeightCompressionConfig(mode=INT4_ASYM, group_size=64)
-    params = AdvancedHQQParameters(num_iterations=1)
+    params = AdvancedHQQParameters(num_iterations=1, scale_search_steps=7)
     importance = np.random.default_rng(0).lognormal(0.0, 1.0, size=256).astype(np.float32)
     grouped, grouped_importance = weight.reshape(128, 4, 64), importance.reshape(1, 4, 64)
     uniform = HQQ.calculate_quantization_params(Tensor(weight), (1,), config, params)
@@ -350,7 +355,8 @@ def test_norm_importance_reads_the_scale_of_the_multiply_feeding_the_matmul():
         y = opset.matmul(normed, opset.constant(weight, name="w"), False, True, name="w_matmul")
         return ov.Model([opset.result(y)], [x], "norm")
 
-    params = lambda on: AdvancedCompressionParameters(hqq_params=AdvancedHQQParameters(norm_importance=on))
+    hqq_params = lambda on: AdvancedHQQParameters(norm_importance=on, scale_search_steps=7, equalization="none")
+    params = lambda on: AdvancedCompressionParameters(hqq_params=hqq_params(on))
     kwargs = dict(mode=INT4_ASYM, group_size=64, all_layers=True, hqq=True)
     with_norm = constants(compress_weights(build(), advanced_parameters=params(True), **kwargs))
     without = constants(compress_weights(build(), advanced_parameters=params(False), **kwargs))

@@ -48,11 +48,12 @@ def _lp_error(weight: np.ndarray, scale: Tensor, zero_point: Tensor, p: float) -
 
 CASES = {
     "default": (AdvancedHQQParameters(), False),
-    "search_only": (AdvancedHQQParameters(num_iterations=0), False),
+    "search": (AdvancedHQQParameters(scale_search_steps=7), False),
+    "search_only": (AdvancedHQQParameters(num_iterations=0, scale_search_steps=7), False),
     "l1": (AdvancedHQQParameters(lp_norm=1.0), False),
     "three_iterations": (AdvancedHQQParameters(num_iterations=3), False),
     "no_search_clipping": (AdvancedHQQParameters(scale_search_steps=0, clip_extremes=True), False),
-    "importance": (AdvancedHQQParameters(), True),
+    "importance": (AdvancedHQQParameters(scale_search_steps=7), True),
     "offset": (AdvancedHQQParameters(zero_point_storage=HQQZeroPointStorage.OFFSET), False),
     "float16": (AdvancedHQQParameters(zero_point_storage=HQQZeroPointStorage.FLOAT16), False),
 }
