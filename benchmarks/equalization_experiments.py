@@ -102,12 +102,7 @@ def plan(model: ov.Model, spec: str, group_size: int, num_bits: int = 4) -> Equa
             errors = _errors(weights, maps, [np.ones_like(c), c], activation, group_size, num_bits)
             if errors[1] >= errors[0]:
                 continue
-        result.equalized.append(group.name)
-        for consumer in group.consumers:
-            column = c if consumer.channel_map is None else c[consumer.channel_map]
-            result.multiply(consumer.node.get_friendly_name(), consumer.axis, 1.0 / column)
-        for absorber in group.absorbers:
-            result.multiply(absorber.node.get_friendly_name(), absorber.axis, c)
+        result.equalize(group, c)
     return result
 
 

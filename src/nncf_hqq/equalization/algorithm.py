@@ -67,6 +67,15 @@ class EqualizationPlan:
         vector = vector.astype(np.float32)
         axes[axis] = axes[axis] * vector if axis in axes else vector
 
+    def equalize(self, group: ScaleGroup, c: np.ndarray) -> None:
+        """Records `group` as equalized by `c`: its consumers' input columns divided by c, its absorbers times c."""
+        self.equalized.append(group.name)
+        for consumer in group.consumers:
+            column = c if consumer.channel_map is None else c[consumer.channel_map]
+            self.multiply(consumer.node.get_friendly_name(), consumer.axis, 1.0 / column)
+        for absorber in group.absorbers:
+            self.multiply(absorber.node.get_friendly_name(), absorber.axis, c)
+
     def apply(self, name: str, value: np.ndarray) -> np.ndarray:
         """`value` (of the constant `name`) times its factors, float32."""
         value = value.astype(np.float32)
@@ -113,12 +122,7 @@ class Equalization:
             if not np.all(np.isfinite(c)):
                 plan.skipped[group.name] = "non-finite weights"
                 continue
-            plan.equalized.append(group.name)
-            for consumer in group.consumers:
-                column = c if consumer.channel_map is None else c[consumer.channel_map]
-                plan.multiply(consumer.node.get_friendly_name(), consumer.axis, 1.0 / column)
-            for absorber in group.absorbers:
-                plan.multiply(absorber.node.get_friendly_name(), absorber.axis, c)
+            plan.equalize(group, c)
         if log:
             self._log(plan, count_linears(model) - sum(len(g.consumers) for g in groups))
         return plan
