@@ -328,7 +328,7 @@ def weight_compression_class(
     zero_point_offsets: bool = False,
     eager: bool = False,
     equalization: Equalization | None = None,
-    equalize_early: bool = False,
+    equalize_at: str = "transform",
 ) -> type[WeightCompression]:
     """
     Returns a `WeightCompression` subclass that
@@ -341,9 +341,14 @@ def weight_compression_class(
     With `eager`, every weight is checked before anything changes the model (needed when an algorithm such as
     AWQ edits the model before the transform) and solved before the transform, at the cost of reading every
     weight twice and a higher peak memory (every weight's pages resident before NNCF's transform allocates).
-    With an `equalization`, it is planned and applied once NNCF has chosen the weights to compress: with
-    `equalize_early` (when an algorithm reads weights or activations before the transform) right then, with every
-    scaled constant replaced; otherwise at the transform, each weight scaled as it is compressed. The numbers of
+    With an `equalization`, it is planned from the weights' compression configs and applied (`equalize_at`):
+    - "statistics": once NNCF has listed the weights to compress, before it collects activation statistics (with a
+      dataset, which must see the equalized model), every scaled constant replaced; the plan assumes every
+      ratio-defining weight in the primary precision, since NNCF's mixed precision chooses after the statistics;
+    - "precision": after NNCF's mixed-precision choice (which ranks the weights as given), before the algorithms
+      that read the model (AWQ, scale estimation, LoRA correction), every scaled constant replaced;
+    - "transform": at the transform, each weight scaled as it is compressed.
+    The numbers of
     groups equalized and skipped go to `nncf/weight_compression/<rt_info_key>/`. An exception anywhere in NNCF's
     algorithm undoes the graph edits made through the backend (equalization, re-wiring of compressed weights, zero
     point offsets).
@@ -360,13 +365,19 @@ def weight_compression_class(
 
         def get_weight_compression_parameters(self, model: ov.Model, graph: NNCFGraph):
             all_weight_params, *rest = super().get_weight_compression_parameters(model, graph)
+            self._listed_weight_params = all_weight_params  # their configs change in the mixed-precision step
             if eager:
                 for wp in all_weight_params:
                     weight = self._backend_entity.get_weight(wp.node_with_weight, wp.weight_port_id, model, graph)
                     check_weight(wp.weight_name, weight)
-            if equalize_early:
+            if equalize_at == "statistics":
                 self._backend_entity.equalize(model, all_weight_params, materialize=True)
             return (all_weight_params, *rest)
+
+        def apply_mixed_precision(self, ratio_defining_params, model: ov.Model, graph: NNCFGraph, *args, **kwargs):
+            super().apply_mixed_precision(ratio_defining_params, model, graph, *args, **kwargs)
+            if equalize_at == "precision":
+                self._backend_entity.equalize(model, self._listed_weight_params, materialize=True)
 
         def set_backend_entity(self, model: ov.Model) -> None:
             self._backend_entity = PrecomputedParamsOVBackend(

@@ -100,8 +100,14 @@ def compress_weights(
     eager = bool(awq) or bool(lora_correction)
     rule = EqualizationRule.from_parameters(hqq_params)
     equalization = None if rule is None else Equalization(rule)
-    # algorithms that read weights or activations before NNCF's transform must see the equalized model
-    reads_model_early = eager or bool(scale_estimation) or dataset is not None or (ratio is not None and ratio < 1)
+    # algorithms that read weights or activations before NNCF's transform must see the equalized model; the
+    # mixed-precision choice ranks the weights as given, and equalization is planned for the precisions it chose
+    if dataset is not None:
+        equalize_at = "statistics"
+    elif eager or bool(scale_estimation):
+        equalize_at = "precision"
+    else:
+        equalize_at = "transform"
     weight_compression_cls = weight_compression_class(
         algorithm,
         check_weight_is_finite,
@@ -110,7 +116,7 @@ def compress_weights(
         zero_point_offsets=offsets,
         eager=eager,
         equalization=equalization,
-        equalize_early=reads_model_early,
+        equalize_at=equalize_at,
     )
     with nncf_rt_info_restored_on_error(model), openvino_weight_compression_class(weight_compression_cls):
         return nncf_compress_weights(model, **nncf_kwargs)

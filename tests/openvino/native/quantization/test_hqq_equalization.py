@@ -198,6 +198,23 @@ def test_layer_report_measures_the_weights_the_equalized_model_applies(small_lm)
     assert stored > 2 * errors[:, 1].mean()
 
 
+def test_mixed_precision_ranks_the_given_weights_and_only_groups_left_in_4_bits_are_equalized(small_lm):
+    _, ir = small_lm
+    reference = ov.Core().read_model(ir)
+    precisions = lambda model: {r["name"]: r["precision"] for r in layer_reports(model, reference)}
+    equalized = _compress(ir, hqq_params={"equalization": "power"}, ratio=0.5)
+    plain = _compress(ir, hqq_params={"equalization": "none"}, ratio=0.5)
+    # NNCF's mixed precision chose the same 8-bit layers as without equalization: it ranked the weights as given
+    assert precisions(equalized) == precisions(plain)
+    assert {"int4_asym", "int8_asym"} <= set(precisions(plain).values())
+    # the groups equalized are exactly those whose consumers all stayed in 4 bits
+    chosen = precisions(plain)
+    groups = find_scale_groups(reference)
+    in_4_bits = [g for g in groups if all(chosen.get(c.node.get_friendly_name()) == "int4_asym" for c in g.consumers)]
+    info = lambda key: int(equalized.get_rt_info(["nncf", "weight_compression", "hqq", key]).astype(str))
+    assert 0 < info("equalized_groups") == len(in_4_bits) < len(groups)
+
+
 def test_scaling_weights_as_they_are_compressed_equals_folding_first(small_lm, monkeypatch):
     _, ir = small_lm
     named = lambda model: {k: v for k, v in constants(model).items() if not re.fullmatch(r"Constant_\d+", k)}
@@ -205,7 +222,7 @@ def test_scaling_weights_as_they_are_compressed_equals_folding_first(small_lm, m
     original = nncf_hqq.compress.weight_compression_class
 
     def folding_first(*args, **kwargs):
-        return original(*args, **{**kwargs, "equalize_early": True})
+        return original(*args, **{**kwargs, "equalize_at": "statistics"})
 
     monkeypatch.setattr(nncf_hqq.compress, "weight_compression_class", folding_first)
     early = named(_compress(ir, hqq_params={"equalization": "power"}))
