@@ -32,12 +32,15 @@ class Method:
     :param kwargs: `nncf_hqq.compress_weights` arguments besides mode, group size and dataset; `hqq_params` goes
         into the advanced parameters.
     :param data_aware: Whether the method needs a calibration dataset.
+    :param calibration: The dataset a data-aware method is fed: "text" (real text, disjoint from the evaluated)
+        or "self" (text the uncompressed model wrote, `nncf_hqq.calibration`).
     """
 
     name: str
     kwargs: dict = field(default_factory=dict)
     data_aware: bool = False
     equalize: str | None = None  # experimental: equalization folded into the model before compression
+    calibration: str = "text"
 
 
 def _hqq(**hqq_params) -> dict:
@@ -76,6 +79,13 @@ METHODS = [
     Method("awq+se", {"awq": True, "scale_estimation": True}, data_aware=True),
     Method("gptq+se", {"gptq": True, "scale_estimation": True}, data_aware=True),
     Method("awq+se+hqq-default", {"awq": True, "scale_estimation": True, "hqq": True}, data_aware=True),
+    # fed the model's own text (what `compress_weights(..., hqq=True)` does with `self_calibration`, and what
+    # optimum-intel's dataset="auto" feeds NNCF's AWQ + scale estimation)
+    Method("self:awq+se", {"awq": True, "scale_estimation": True}, data_aware=True, calibration="self"),
+    Method("self:awq", {"awq": True}, data_aware=True, calibration="self"),
+    Method("self:awq+se+hqq-default", {"awq": True, "scale_estimation": True, "hqq": True}, True, calibration="self"),
+    Method("self:awq+hqq-default", {"awq": True, "hqq": True}, data_aware=True, calibration="self"),
+    Method("self:se+hqq-default", {"scale_estimation": True, "hqq": True}, data_aware=True, calibration="self"),
     # equalization experiments
     *[
         Method(f"eq-{spec}+rtn", equalize=spec)

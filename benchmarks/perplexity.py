@@ -14,6 +14,8 @@ Data-aware methods calibrate on a disjoint slice of the corpus (tokens after the
 """
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import math
 import shutil
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import nncf
 import numpy as np
+import openvino as ov
 
 from benchmarks.corpus import corpus_text
 from benchmarks.corpus import token_ids
@@ -37,6 +40,9 @@ from benchmarks.models import LLMS
 from benchmarks.models import llm_source
 from benchmarks.stats import format_difference
 from benchmarks.stats import paired_difference
+from nncf_hqq.calibration.parameters import SelfCalibrationParameters
+from nncf_hqq.calibration.parameters import bos_token_id
+from nncf_hqq.calibration.self_written import self_written_data
 from nncf_hqq.cli.export import full_precision_ir
 
 DEFAULT_METHODS = [FULL_PRECISION, "rtn", "hqq-default", "awq-df+rtn", "awq-df+hqq-default", "hqq-f16zp", "hqq-offset"]
@@ -57,6 +63,38 @@ def calibration_dataset(ids: np.ndarray, num_samples: int = 32, length: int = 12
             }
         )
     return nncf.Dataset(samples)
+
+
+class CalibrationData:
+    """The datasets of one model's data-aware methods, by `Method.calibration`; the self-written one made once."""
+
+    def __init__(self, ir_file: Path, ids: np.ndarray, params: SelfCalibrationParameters, cache_dir: Path):
+        self._ir_file, self._params, self._cache_dir = ir_file, params, cache_dir
+        self.text = calibration_dataset(ids)
+        self._self: nncf.Dataset | None = None
+        self.self_seconds = math.nan  # time the model took to write its text (in the run that wrote it)
+
+    def dataset(self, kind: str) -> nncf.Dataset:
+        if kind == "text":
+            return self.text
+        if self._self is None:
+            self._self, self.self_seconds = self._self_written()
+        return self._self
+
+    def _self_written(self) -> tuple[nncf.Dataset, float]:
+        """The model's own text, cached per model and parameters with the time it took to write."""
+        params = dataclasses.replace(self._params, bos_token_id=bos_token_id(self._ir_file.parent))
+        key = hashlib.sha256(repr(params).encode()).hexdigest()[:10]
+        cache = self._cache_dir / f"self-written-{self._ir_file.parent.name}-{key}.npz"
+        model = ov.Core().read_model(self._ir_file)
+        if cache.exists():
+            saved = np.load(cache)
+            return self_written_data(model, params, saved["sequences"]).dataset, float(saved["seconds"])
+        data = self_written_data(model, params)
+        partial = cache.with_name(cache.name + ".partial.npz")
+        np.savez(partial, sequences=data.sequences, seconds=data.seconds)
+        partial.replace(cache)
+        return data.dataset, data.seconds
 
 
 def model_size(model_dir: Path) -> int:
@@ -94,8 +132,8 @@ def add_paired_statistics(rows: list[dict]) -> None:
 def markdown(rows: list[dict]) -> str:
     lines = [
         "| model | mode | group | method | PPL | gap closed | NLL - RTN (± SE) | KL | KL - RTN (± SE) | KL cut | "
-        "top-1 | compress, s | size, MiB | tokens/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "top-1 | compress, s | self-text, s | size, MiB | tokens/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         nll = format_difference(r["nll_minus_rtn"], r["nll_minus_rtn_se"]) if "nll_minus_rtn" in r else ""
@@ -105,10 +143,12 @@ def markdown(rows: list[dict]) -> str:
         kl_cut = f"{100 * r['kl_cut']:.1f}%" if r.get("kl_cut") is not None else ""
         top1 = f"{100 * r['top1']:.1f}%" if r.get("top1") is not None else ""
         speed = "" if math.isnan(r["tokens_per_s"]) else f"{r['tokens_per_s']:.1f}"
+        writing = r.get("calibration_seconds")
+        writing = "" if writing is None or math.isnan(writing) else f"{writing:.1f}"
         lines.append(
             f"| {r['model']} | {r['mode']} | {r['group_size']} | {r['method']} | {r['ppl']:.3f} | {gap} | {nll} | "
-            f"{kl} | {kl_diff} | {kl_cut} | {top1} | {r['compress_seconds']:.1f} | {r['size_bytes'] / 2**20:.1f} | "
-            f"{speed} |"
+            f"{kl} | {kl_diff} | {kl_cut} | {top1} | {r['compress_seconds']:.1f} | {writing} | "
+            f"{r['size_bytes'] / 2**20:.1f} | {speed} |"
         )
     return "\n".join(lines)
 
@@ -196,6 +236,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="SmolLM2, a few methods, int4_asym g64, 4k tokens")
     parser.add_argument("--no-speed", action="store_true", help="skip the generation speed measurement")
     parser.add_argument(
+        "--self-sequences", type=int, default=SelfCalibrationParameters.num_sequences,
+        help="sequences the model writes for the self: methods",
+    )  # fmt: skip
+    parser.add_argument(
+        "--self-length", type=int, default=SelfCalibrationParameters.length, help="tokens per self-written sequence"
+    )
+    parser.add_argument(
         "--resume", action="store_true", help="keep the rows an interrupted run saved in --out-dir, run the rest"
     )
     parser.add_argument(
@@ -230,7 +277,8 @@ def main(argv: list[str] | None = None) -> None:
         ids = token_ids(tokenizer, text, args.cache_dir / f"tokens-{ir_file.parent.name}-{len(text)}.npy")
         n_windows = min(args.max_tokens, len(ids)) // args.window
         windows = ids[: n_windows * args.window].reshape(n_windows, args.window)
-        calibration = calibration_dataset(ids[n_windows * args.window :])
+        self_params = SelfCalibrationParameters(num_sequences=args.self_sequences, length=args.self_length)
+        calibration = CalibrationData(ir_file, ids[n_windows * args.window :], self_params, args.cache_dir)
         prompt = ids[:32]
         runs = [(m, FULL_PRECISION, None) if m.name == FULL_PRECISION else (m, *c) for m in methods for c in configs]
         runs = list({(m.name, mode, gs): (m, mode, gs) for m, mode, gs in runs}.values())
@@ -238,7 +286,8 @@ def main(argv: list[str] | None = None) -> None:
         for run_method, mode, group_size in track(runs, description=f"{model_name}: compress and evaluate"):
             out_dir = args.out_dir / "models" / model_name / safe_name(f"{run_method.name}-{mode}-g{group_size}")
             shutil.rmtree(out_dir, ignore_errors=True)
-            seconds = compress(ir_file, run_method, mode, group_size, calibration, out_dir)
+            dataset = calibration.dataset(run_method.calibration) if run_method.data_aware else None
+            seconds = compress(ir_file, run_method, mode, group_size, dataset, out_dir)
             reference_dir = None if run_method.name == FULL_PRECISION else ir_file.parent
             scores = window_scores(out_dir, windows, reference_dir)
             latency, speed = (math.nan, math.nan) if args.no_speed else generation_speed(out_dir, prompt)
@@ -247,6 +296,7 @@ def main(argv: list[str] | None = None) -> None:
                 "ppl": float(np.exp(np.mean(scores["window_nll"]))), **scores, "compress_seconds": seconds,
                 "size_bytes": model_size(out_dir), "first_token_s": latency, "tokens_per_s": speed,
                 "tokens": int(windows.size),
+                "calibration_seconds": calibration.self_seconds if run_method.calibration == "self" else None,
             })  # fmt: skip
             saved_rows.parent.mkdir(parents=True, exist_ok=True)
             with saved_rows.open("a") as f:

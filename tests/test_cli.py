@@ -94,6 +94,19 @@ def test_huggingface_directory_source_with_keep_lm_head_fp16_and_sinkhorn(tiny_l
     assert metadata["layers_by_precision"] == {"int4_asym": 14, "int8_asym": 1}
 
 
+def test_self_calibration_writes_text_with_the_model_and_records_its_cost(tiny_llama_dir, tmp_path, capsys):
+    dst = tmp_path / "tiny-self"
+    code = cli.main(["compress", "--src", str(tiny_llama_dir), "--dst", str(dst), "--group-size", "32",
+                     "--calibration", "self", "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+    assert code == 0
+    metadata = json.loads((dst / METADATA_FILE).read_text())
+    assert metadata["parameters"]["calibration"] == "self" and metadata["calibration_seconds"] > 0
+    model = ov.Core().read_model(dst / "openvino_model.xml")
+    info = lambda *path: model.get_rt_info(["nncf", "weight_compression", *path]).astype(str)
+    assert info("hqq", "calibration") == "self" and info("awq") == "True" and info("scale_estimation") == "True"
+    assert "writing calibration text" in capsys.readouterr().out
+
+
 def test_openvino_ir_source_is_only_read_and_can_be_recompressed_to_int8(bundled_hqq, cache_dir, tmp_path):
     ir_dir = next(p for p in cache_dir.iterdir() if (p / "openvino_model.xml").exists())
     before = _tree(ir_dir)
@@ -114,6 +127,9 @@ def test_openvino_ir_source_is_only_read_and_can_be_recompressed_to_int8(bundled
         (["--method", "rtn", "--equalization", "power"], "HQQ options"),
         (["--iterations", "-1"], "num_iterations"),
         (["--ratio", "1.5"], "--ratio"),
+        (["--method", "rtn", "--calibration", "self"], "HQQ options"),
+        (["--bits", "8", "--calibration", "self"], "4-bit compression only"),
+        (["--awq", "--calibration", "self"], "drop --awq"),
     ],
 )
 def test_bad_input_is_a_one_line_error_with_exit_code_2(args, message, tmp_path, capsys):

@@ -19,6 +19,8 @@ from nncf.quantization.quantize_model import compress_weights as nncf_compress_w
 from nncf_hqq._nncf import nncf_rt_info_restored_on_error
 from nncf_hqq._nncf import openvino_weight_compression_class
 from nncf_hqq._nncf import weight_compression_class
+from nncf_hqq.calibration.parameters import SelfCalibrationParameters
+from nncf_hqq.calibration.self_written import self_written_data
 from nncf_hqq.equalization.algorithm import Equalization
 from nncf_hqq.equalization.algorithm import EqualizationRule
 from nncf_hqq.hqq import HQQ
@@ -60,7 +62,10 @@ def compress_weights(
     model is stored in NNCF's standard compressed format. AWQ runs before HQQ; with scale estimation, HQQ keeps
     the estimated parameters of the layers scale estimation handled (`refine_scale_estimation` to refine them).
     Solver parameters are taken from `advanced_parameters.hqq_params` when given
-    (`nncf_hqq.AdvancedCompressionParameters`). With `hqq` false or None this is exactly `nncf.compress_weights`.
+    (`nncf_hqq.AdvancedCompressionParameters`). With `advanced_parameters.self_calibration` and no `dataset`,
+    the model first writes its own calibration text (`nncf_hqq.calibration`), which becomes the dataset of
+    AWQ and scale estimation (both on unless `awq` or `scale_estimation` is False). With `hqq` false or None
+    this is exactly `nncf.compress_weights`.
 
     :param hqq: Whether to compute quantization parameters with HQQ. Only OpenVINO models are supported.
     :return: The model with compressed weights (the input `ov.Model` object, transformed in place, as in NNCF).
@@ -95,6 +100,18 @@ def compress_weights(
         )
     algorithm = HQQ(hqq_params)
     rt_info = {"enabled": True, **{k: _rt_value(v) for k, v in dataclasses.asdict(hqq_params).items()}}
+    self_calibration = getattr(advanced_parameters, "self_calibration", None)
+    if self_calibration is not None:
+        _check_self_calibration(self_calibration, dataset, mode)
+        data = self_written_data(model, self_calibration)
+        awq = awq is not False
+        scale_estimation = scale_estimation is not False
+        dataset = data.dataset
+        nncf_kwargs.update(dataset=dataset, awq=awq, scale_estimation=scale_estimation)
+        rt_info.update(calibration="self", calibration_seconds=round(data.seconds, 3))
+        rt_info.update(
+            {f"self_calibration_{k}": v for k, v in dataclasses.asdict(self_calibration).items() if v is not None}
+        )
     offsets = hqq_params.zero_point_storage == HQQZeroPointStorage.OFFSET
     # AWQ edits the model before NNCF's transform, and LoRA correction inside it: check every weight first
     eager = bool(awq) or bool(lora_correction)
@@ -138,6 +155,19 @@ def _check_hqq_arguments(model, mode: CompressWeightsMode, gptq: bool | None, pa
             f"AdvancedHQQParameters.zero_point_storage {params.zero_point_storage.value} needs an asymmetric mode "
             f"(a symmetric one has no zero point), got {mode.value}: use INT4_ASYM/INT8_ASYM or the int storage."
         )
+        raise nncf.ValidationError(msg)
+
+
+def _check_self_calibration(params: SelfCalibrationParameters, dataset: Dataset | None, mode) -> None:
+    if not isinstance(params, SelfCalibrationParameters):
+        msg = f"self_calibration must be SelfCalibrationParameters or None, got {type(params).__name__}."
+        raise nncf.ValidationError(msg)
+    params.validate()
+    if dataset is not None:
+        msg = "Give either a dataset or self_calibration (the model's own text), not both."
+        raise nncf.ValidationError(msg)
+    if mode not in (CompressWeightsMode.INT4_ASYM, CompressWeightsMode.INT4_SYM):
+        msg = f"Self-calibration feeds AWQ and scale estimation, which NNCF runs in 4-bit modes only; got {mode.value}."
         raise nncf.ValidationError(msg)
 
 

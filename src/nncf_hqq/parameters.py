@@ -9,6 +9,8 @@ from enum import Enum
 import nncf
 from nncf.quantization.advanced_parameters import AdvancedCompressionParameters as NNCFAdvancedCompressionParameters
 
+from nncf_hqq.calibration.parameters import SelfCalibrationParameters
+
 # Relative step of the scale expansion search: the candidate scales are (1 + SCALE_SEARCH_STEP k) s_RTN.
 SCALE_SEARCH_STEP = 0.02
 
@@ -136,12 +138,15 @@ class AdvancedHQQParameters:
 @dataclass
 class AdvancedCompressionParameters(NNCFAdvancedCompressionParameters):
     """
-    NNCF's advanced compression parameters with the HQQ solver's parameters added.
+    NNCF's advanced compression parameters with nncf-hqq's added.
 
     :param hqq_params: Advanced parameters for the HQQ algorithm.
+    :param self_calibration: With `hqq=True` and no dataset: the model writes its own calibration text with these
+        parameters, and NNCF's data-aware algorithms (AWQ, scale estimation) run on it. None: data-free.
     """
 
     hqq_params: AdvancedHQQParameters = field(default_factory=AdvancedHQQParameters)
+    self_calibration: SelfCalibrationParameters | None = None
 
 
 def _check_integer(name: str, value, allow_none: bool = False) -> None:

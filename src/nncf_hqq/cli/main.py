@@ -52,12 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument(
         "--iterations",
         type=int,
-        help="HQQ solver iterations, 0: the scale search alone (default: 1 asymmetric, 20 symmetric)",
+        help="HQQ solver iterations from RTN's parameters, 0: RTN's parameters (default: 1 asymmetric, 20 symmetric)",
     )
     compress.add_argument(
         "--equalization",
         choices=[e.value for e in HQQEqualization],
         help=f"HQQ equalization of input channels (default: {AdvancedHQQParameters().equalization.value})",
+    )
+    compress.add_argument(
+        "--calibration",
+        choices=["none", "self"],
+        default="none",
+        help="self: the model writes its own calibration text for AWQ and scale estimation before HQQ (slower)",
     )
     compress.add_argument("--seed", type=_seed, default=0, help="seed of every random generator, 0 to 2^32 - 1")
     compress.add_argument("--overwrite", action="store_true", help="replace a non-empty --dst")
@@ -123,6 +129,7 @@ def _compress(args: argparse.Namespace) -> int:
         zero_point=args.zero_point,
         iterations=args.iterations,
         equalization=args.equalization,
+        calibration=args.calibration,
         seed=args.seed,
     )
     metadata = compress_llm(args.src, args.dst, options, overwrite=args.overwrite, cache_dir=args.cache_dir)
@@ -143,7 +150,10 @@ def _print_summary(metadata: dict, dst: Path) -> None:
     table.add_row("method", f"{method} ({parameters['mode']}, group size {parameters['group_size']})")
     table.add_row("layers", ", ".join(f"{k}: {v}" for k, v in sorted(metadata["layers_by_precision"].items())))
     table.add_row("mean relative weight error", f"{metadata['mean_relative_error']:.5f}")
-    table.add_row("compression time", f"{metadata['compression_seconds']:.1f} s")
+    compression = f"{metadata['compression_seconds']:.1f} s"
+    if metadata.get("calibration_seconds") is not None:
+        compression += f" (of which {metadata['calibration_seconds']:.1f} s writing calibration text)"
+    table.add_row("compression time", compression)
     table.add_row("model size", f"{size['before'] / 2**20:.1f} MiB -> {size['after'] / 2**20:.1f} MiB")
     table.add_row("output", str(dst))
     Console().print(table)

@@ -16,6 +16,8 @@ import nncf
 import numpy as np
 import openvino as ov
 
+from nncf_hqq.calibration.parameters import SelfCalibrationParameters
+from nncf_hqq.calibration.parameters import bos_token_id
 from nncf_hqq.cli.console import step
 from nncf_hqq.cli.errors import openvino_reason
 from nncf_hqq.cli.export import IR_FILE
@@ -38,6 +40,7 @@ from nncf_hqq.parameters import AdvancedHQQParameters
 METADATA_FILE = "quantization_metadata.json"
 GROUP_SIZES = (32, 64, 128, -1)
 METHODS = ("hqq", "rtn")
+CALIBRATIONS = ("none", "self")
 PACKAGES = ("nncf-hqq", "nncf", "openvino", "optimum-intel", "transformers", "torch", "numpy")
 
 
@@ -55,6 +58,8 @@ class CompressionOptions:
     :param zero_point: HQQ zero point storage, "int", "float16" or "offset" (`HQQZeroPointStorage`).
     :param iterations: HQQ solver iterations; None: the solver's default for the zero point storage.
     :param equalization: HQQ equalization, "none", "power" or "sinkhorn" (`HQQEqualization`); None: HQQ's default.
+    :param calibration: "none" (data-free) or "self": the model writes its own calibration text, on which AWQ and
+        scale estimation run before HQQ (`nncf_hqq.calibration`).
     :param seed: Seed of every random generator involved (the pipeline is deterministic for a fixed seed).
     """
 
@@ -68,6 +73,7 @@ class CompressionOptions:
     zero_point: str = "int"
     iterations: int | None = None
     equalization: str | None = None
+    calibration: str = "none"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -86,15 +92,26 @@ class CompressionOptions:
             raise nncf.ValidationError("8-bit compression is per output channel: use --group-size -1 with --bits 8.")
         if not 0.0 < self.ratio <= 1.0:
             raise nncf.ValidationError(f"--ratio must be in (0, 1], got {self.ratio}.")
-        if self.bits == 8 and (self.ratio != 1.0 or self.awq):
-            raise nncf.ValidationError("--ratio and --awq apply to 4-bit compression only.")
+        if self.bits == 8 and (self.ratio != 1.0 or self.awq or self.calibration != "none"):
+            raise nncf.ValidationError("--ratio, --awq and --calibration apply to 4-bit compression only.")
+        if self.calibration not in CALIBRATIONS:
+            raise nncf.ValidationError(f"--calibration must be one of {CALIBRATIONS}, got {self.calibration}.")
+        if self.awq and self.calibration == "self":
+            msg = "--calibration self runs AWQ on the model's own text: drop --awq (data-free AWQ)."
+            raise nncf.ValidationError(msg)
         if self.sym and self.zero_point != "int":
             msg = f"--zero-point {self.zero_point} needs asymmetric quantization: drop --sym."
             raise nncf.ValidationError(msg)
         if self.method == "rtn" and (
-            self.zero_point != "int" or self.iterations is not None or self.equalization is not None
+            self.zero_point != "int"
+            or self.iterations is not None
+            or self.equalization is not None
+            or self.calibration != "none"
         ):
-            msg = "--zero-point, --iterations and --equalization are HQQ options: use them with --method hqq."
+            msg = (
+                "--zero-point, --iterations, --equalization and --calibration are HQQ options: use them with "
+                "--method hqq."
+            )
             raise nncf.ValidationError(msg)
         self.hqq_params().validate()
 
@@ -113,15 +130,21 @@ class CompressionOptions:
     def mode(self) -> nncf.CompressWeightsMode:
         return nncf.CompressWeightsMode(f"int{self.bits}_{'sym' if self.sym else 'asym'}")
 
-    def compress_weights_kwargs(self, model: ov.Model) -> dict:
-        """Arguments of `nncf_hqq.compress_weights` for `model`."""
+    def compress_weights_kwargs(self, model: ov.Model, model_dir: Path | None = None) -> dict:
+        """Arguments of `nncf_hqq.compress_weights` for `model` (from the optimum-intel directory `model_dir`)."""
         kwargs = {"mode": self.mode, "hqq": self.method == "hqq"}
         if self.bits == 4:
             kwargs.update(group_size=self.group_size, ratio=self.ratio, awq=self.awq or None)
         if self.keep_lm_head_fp16:
             kwargs["ignored_scope"] = nncf.IgnoredScope(names=lm_head_node_names(model))
         if self.method == "hqq":
-            kwargs["advanced_parameters"] = AdvancedCompressionParameters(hqq_params=self.hqq_params())
+            self_calibration = None
+            if self.calibration == "self":
+                bos = None if model_dir is None else bos_token_id(model_dir)
+                self_calibration = SelfCalibrationParameters(seed=self.seed, bos_token_id=bos)
+            kwargs["advanced_parameters"] = AdvancedCompressionParameters(
+                hqq_params=self.hqq_params(), self_calibration=self_calibration
+            )
         return kwargs
 
 
@@ -194,14 +217,16 @@ def _compress_ir(ir_file: Path, dst: Path, options: CompressionOptions, descript
     chmod_like_mkdir(partial)
     try:
         start = time.perf_counter()
-        model = compress_weights(model, **options.compress_weights_kwargs(model))
+        model = compress_weights(model, **options.compress_weights_kwargs(model, ir_file.parent))
         seconds = time.perf_counter() - start
         with step("Writing the model and measuring its weight error"):
             save_model(model, partial / IR_FILE)
             copy_companion_files(ir_file.parent, partial)
             layers = layer_reports(model, read_ir(ir_file, description), options.equalization_rule())
+            calibration_seconds = _rt_info(model, "calibration_seconds")
             del model
             metadata = _metadata(description, options, seconds, layers, ir_file, partial / IR_FILE)
+            metadata["calibration_seconds"] = calibration_seconds
             (partial / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
             _move_into_place(partial, dst, overwrite)
     finally:
@@ -335,6 +360,12 @@ def _parameters(options: CompressionOptions) -> dict:
     if options.method == "hqq":
         parameters["equalization"] = options.hqq_params().equalization.value
     return parameters
+
+
+def _rt_info(model: ov.Model, name: str):
+    """A value nncf-hqq recorded in the compressed model's rt_info (`nncf/weight_compression/hqq/<name>`), or None."""
+    path = ["nncf", "weight_compression", "hqq", name]
+    return model.get_rt_info(path).astype(float) if model.has_rt_info(path) else None
 
 
 def _version(package: str) -> str | None:
