@@ -15,7 +15,6 @@ Data-aware methods calibrate on a disjoint slice of the corpus (tokens after the
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import math
 import shutil
@@ -68,8 +67,8 @@ def calibration_dataset(ids: np.ndarray, num_samples: int = 32, length: int = 12
 class CalibrationData:
     """The datasets of one model's data-aware methods, by `Method.calibration`; the self-written one made once."""
 
-    def __init__(self, ir_file: Path, ids: np.ndarray, params: SelfCalibrationParameters, cache_dir: Path):
-        self._ir_file, self._params, self._cache_dir = ir_file, params, cache_dir
+    def __init__(self, ir_file: Path, ids: np.ndarray, params: SelfCalibrationParameters):
+        self._ir_file, self._params = ir_file, params
         self.text = calibration_dataset(ids)
         self._self: nncf.Dataset | None = None
         self.self_seconds = math.nan  # time the model took to write its text (in the run that wrote it)
@@ -78,23 +77,10 @@ class CalibrationData:
         if kind == "text":
             return self.text
         if self._self is None:
-            self._self, self.self_seconds = self._self_written()
+            params = dataclasses.replace(self._params, bos_token_id=bos_token_id(self._ir_file.parent))
+            data = self_written_data(ov.Core().read_model(self._ir_file), params)  # kept in params.cache_dir
+            self._self, self.self_seconds = data.dataset, data.seconds
         return self._self
-
-    def _self_written(self) -> tuple[nncf.Dataset, float]:
-        """The model's own text, cached per model and parameters with the time it took to write."""
-        params = dataclasses.replace(self._params, bos_token_id=bos_token_id(self._ir_file.parent))
-        key = hashlib.sha256(repr(params).encode()).hexdigest()[:10]
-        cache = self._cache_dir / f"self-written-{self._ir_file.parent.name}-{key}.npz"
-        model = ov.Core().read_model(self._ir_file)
-        if cache.exists():
-            saved = np.load(cache)
-            return self_written_data(model, params, saved["sequences"]).dataset, float(saved["seconds"])
-        data = self_written_data(model, params)
-        partial = cache.with_name(cache.name + ".partial.npz")
-        np.savez(partial, sequences=data.sequences, seconds=data.seconds)
-        partial.replace(cache)
-        return data.dataset, data.seconds
 
 
 def model_size(model_dir: Path) -> int:
@@ -277,8 +263,10 @@ def main(argv: list[str] | None = None) -> None:
         ids = token_ids(tokenizer, text, args.cache_dir / f"tokens-{ir_file.parent.name}-{len(text)}.npy")
         n_windows = min(args.max_tokens, len(ids)) // args.window
         windows = ids[: n_windows * args.window].reshape(n_windows, args.window)
-        self_params = SelfCalibrationParameters(num_sequences=args.self_sequences, length=args.self_length)
-        calibration = CalibrationData(ir_file, ids[n_windows * args.window :], self_params, args.cache_dir)
+        self_params = SelfCalibrationParameters(
+            num_sequences=args.self_sequences, length=args.self_length, cache_dir=args.cache_dir / "self-written"
+        )
+        calibration = CalibrationData(ir_file, ids[n_windows * args.window :], self_params)
         prompt = ids[:32]
         runs = [(m, FULL_PRECISION, None) if m.name == FULL_PRECISION else (m, *c) for m in methods for c in configs]
         runs = list({(m.name, mode, gs): (m, mode, gs) for m, mode, gs in runs}.values())

@@ -95,16 +95,23 @@ def test_huggingface_directory_source_with_keep_lm_head_fp16_and_sinkhorn(tiny_l
 
 
 def test_self_calibration_writes_text_with_the_model_and_records_its_cost(tiny_llama_dir, tmp_path, capsys):
-    dst = tmp_path / "tiny-self"
-    code = cli.main(["compress", "--src", str(tiny_llama_dir), "--dst", str(dst), "--group-size", "32",
-                     "--calibration", "self", "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
-    assert code == 0
-    metadata = json.loads((dst / METADATA_FILE).read_text())
-    assert metadata["parameters"]["calibration"] == "self" and metadata["calibration_seconds"] > 0
-    model = ov.Core().read_model(dst / "openvino_model.xml")
+    args = ["compress", "--src", str(tiny_llama_dir), "--group-size", "32", "--calibration", "self",
+            "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    assert cli.main([*args, "--dst", str(tmp_path / "first")]) == 0
+    metadata = json.loads((tmp_path / "first" / METADATA_FILE).read_text())
+    assert metadata["parameters"]["calibration"] == "self"
+    assert metadata["calibration"]["seconds"] > 0 and not metadata["calibration"]["cached"]
+    model = ov.Core().read_model(tmp_path / "first" / "openvino_model.xml")
     info = lambda *path: model.get_rt_info(["nncf", "weight_compression", *path]).astype(str)
     assert info("hqq", "calibration") == "self" and info("awq") == "True" and info("scale_estimation") == "True"
     assert "writing calibration text" in capsys.readouterr().out
+    # a second run takes the text from the cache beside the export and compresses to the same weights
+    assert len(list((tmp_path / "cache" / "self-written").glob("*.npz"))) == 1
+    assert cli.main([*args, "--dst", str(tmp_path / "second")]) == 0
+    assert json.loads((tmp_path / "second" / METADATA_FILE).read_text())["calibration"]["cached"]
+    assert "calibration text from the cache" in capsys.readouterr().out
+    for first, second in zip(_weights(tmp_path / "first"), _weights(tmp_path / "second"), strict=True):
+        np.testing.assert_array_equal(first, second)
 
 
 def test_openvino_ir_source_is_only_read_and_can_be_recompressed_to_int8(bundled_hqq, cache_dir, tmp_path):

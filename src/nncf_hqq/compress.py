@@ -108,10 +108,9 @@ def compress_weights(
         scale_estimation = scale_estimation is not False
         dataset = data.dataset
         nncf_kwargs.update(dataset=dataset, awq=awq, scale_estimation=scale_estimation)
-        rt_info.update(calibration="self", calibration_seconds=round(data.seconds, 3))
-        rt_info.update(
-            {f"self_calibration_{k}": v for k, v in dataclasses.asdict(self_calibration).items() if v is not None}
-        )
+        rt_info.update(calibration="self", calibration_seconds=round(data.seconds, 3), calibration_cached=data.cached)
+        recorded = {k: v for k, v in dataclasses.asdict(self_calibration).items() if k != "cache_dir"}
+        rt_info.update({f"self_calibration_{k}": v for k, v in recorded.items() if v is not None})
     offsets = hqq_params.zero_point_storage == HQQZeroPointStorage.OFFSET
     # AWQ edits the model before NNCF's transform, and LoRA correction inside it: check every weight first
     eager = bool(awq) or bool(lora_correction)

@@ -121,20 +121,19 @@ def sample_next_tokens(logits: np.ndarray, temperature: float, top_p: float, rng
     smallest set of most probable tokens whose probability reaches `top_p` (renormalised).
     """
     batch, vocab = logits.shape
-    k = min(vocab, _CANDIDATES)
     scaled = logits.astype(np.float64) / temperature
-    candidates = np.argpartition(-scaled, k - 1, axis=1)[:, :k] if k < vocab else np.tile(np.arange(vocab), (batch, 1))
-    result = np.empty(batch, np.int64)
-    for row in range(batch):
-        probabilities = np.exp(scaled[row] - scaled[row].max())
-        probabilities /= probabilities.sum()
-        ids = candidates[row]
-        if probabilities[ids].sum() < top_p:
-            ids = np.arange(vocab)
-        ids = ids[np.argsort(-probabilities[ids], kind="stable")]
-        cumulative = np.cumsum(probabilities[ids])
-        keep = int(np.searchsorted(cumulative, top_p * cumulative[-1])) + 1
-        nucleus = probabilities[ids[:keep]]
-        draw = rng.random() * nucleus.sum()
-        result[row] = ids[min(int(np.searchsorted(np.cumsum(nucleus), draw, side="right")), keep - 1)]
-    return result
+    probabilities = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    k = min(vocab, _CANDIDATES)
+    candidates = np.argpartition(-probabilities, k - 1, axis=1)[:, :k] if k < vocab else None
+    if candidates is None or (np.take_along_axis(probabilities, candidates, 1).sum(axis=1) < top_p).any():
+        candidates = np.tile(np.arange(vocab), (batch, 1))  # a nucleus wider than the candidates: all tokens
+    candidate_probabilities = np.take_along_axis(probabilities, candidates, 1)
+    order = np.argsort(-candidate_probabilities, axis=1, kind="stable")
+    ids = np.take_along_axis(candidates, order, 1)
+    cumulative = np.cumsum(np.take_along_axis(candidate_probabilities, order, 1), axis=1)
+    nucleus = (cumulative < top_p).sum(axis=1) + 1  # tokens kept per row: the first that reaches top_p included
+    nucleus = np.minimum(nucleus, ids.shape[1])
+    draws = rng.random(batch) * cumulative[np.arange(batch), nucleus - 1]
+    picked = np.minimum((cumulative < draws[:, None]).sum(axis=1), nucleus - 1)
+    return ids[np.arange(batch), picked]

@@ -3,6 +3,7 @@
 import json
 import math
 import numbers
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,15 +29,18 @@ class SelfCalibrationParameters:
     :param bos_token_id: The model's beginning-of-sequence token (`bos_token_id` of its config.json), put first in
         every sequence; None: sequences start from their start token alone (an OpenVINO model does not record its
         BOS token; Gemma models need it).
+    :param cache_dir: Directory where written sequences are kept, keyed by the model's weights and these
+        parameters, and reused; None: not kept.
     """
 
     num_sequences: int = 32
     length: int = 128
     temperature: float = 1.0
     top_p: float = 0.95
-    batch_size: int = 16
+    batch_size: int = 32
     seed: int = 0
     bos_token_id: int | None = None
+    cache_dir: Path | None = None
 
     def validate(self) -> None:
         """Raises nncf.ValidationError naming the first invalid field and what to change."""
@@ -47,6 +51,9 @@ class SelfCalibrationParameters:
                 raise nncf.ValidationError(msg)
         if self.length < 3:
             raise nncf.ValidationError(f"SelfCalibrationParameters.length must be at least 3, got {self.length}.")
+        if self.cache_dir is not None and not isinstance(self.cache_dir, str | os.PathLike):
+            msg = f"SelfCalibrationParameters.cache_dir must be a directory path or None, got {self.cache_dir!r}."
+            raise nncf.ValidationError(msg)
         bos = self.bos_token_id
         if bos is not None and (not isinstance(bos, numbers.Integral) or isinstance(bos, bool) or bos < 0):
             msg = f"SelfCalibrationParameters.bos_token_id must be a token id or None, got {bos!r}."

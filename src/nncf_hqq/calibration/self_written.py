@@ -1,7 +1,12 @@
-"""The model's own text as an `nncf.Dataset`, timed."""
+"""The model's own text as an `nncf.Dataset`, timed, and kept in a cache keyed by the model's weights."""
 
+import dataclasses
+import hashlib
+import os
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import nncf
 import numpy as np
@@ -18,25 +23,63 @@ class SelfWrittenData:
     """
     :param sequences: int64 token ids [num_sequences, length].
     :param dataset: The sequences as inputs of the model.
-    :param seconds: Time it took to write them (0 when given).
+    :param seconds: Time it took the model to write them (in the run that wrote them, if taken from the cache;
+        0 when they were given).
+    :param cached: Whether they were taken from the cache.
     """
 
     sequences: np.ndarray
     dataset: nncf.Dataset
     seconds: float
+    cached: bool = False
 
 
 def self_written_data(
     model: ov.Model, params: SelfCalibrationParameters, sequences: np.ndarray | None = None
 ) -> SelfWrittenData:
-    """The model's own sequences (written now unless given, e.g. from a cache) as a dataset for `model`."""
-    seconds = 0.0
-    if sequences is None:
-        start = time.perf_counter()
-        sequences = generate_sequences(model, params)
-        seconds = time.perf_counter() - start
-        nncf_logger.info(
-            f"Self-calibration: {sequences.shape[0]} sequences of {sequences.shape[1]} tokens written by the model "
-            f"in {seconds:.1f} s"
-        )
+    """
+    The model's own sequences as a dataset for `model`: `sequences` if given, else those kept in
+    `params.cache_dir` for this model and parameters, else written now (and kept there).
+    """
+    if sequences is not None:
+        return SelfWrittenData(sequences, stateful_llm_dataset(sequences, model), 0.0)
+    cache_file = None if params.cache_dir is None else _cache_file(model, params)
+    if cache_file is not None and cache_file.is_file():
+        with np.load(cache_file) as saved:
+            sequences, seconds = saved["sequences"], float(saved["seconds"])
+        nncf_logger.info(f"Self-calibration: the sequences kept in {cache_file}")
+        return SelfWrittenData(sequences, stateful_llm_dataset(sequences, model), seconds, cached=True)
+    start = time.perf_counter()
+    sequences = generate_sequences(model, params)
+    seconds = time.perf_counter() - start
+    nncf_logger.info(
+        f"Self-calibration: {sequences.shape[0]} sequences of {sequences.shape[1]} tokens written by the model in "
+        f"{seconds:.1f} s"
+    )
+    if cache_file is not None:
+        _save(cache_file, sequences, seconds)
     return SelfWrittenData(sequences, stateful_llm_dataset(sequences, model), seconds)
+
+
+def _cache_file(model: ov.Model, params: SelfCalibrationParameters) -> Path:
+    """The cache entry of the model (a digest of every constant's name, type, shape and bytes) and parameters."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr(dataclasses.replace(params, cache_dir=None)).encode())
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "Constant":
+            digest.update(f"{op.get_friendly_name()}:{op.get_element_type()}:{op.get_output_shape(0)}".encode())
+            digest.update(memoryview(op.get_data()).cast("B"))
+    return Path(params.cache_dir) / f"self-written-{digest.hexdigest()}.npz"
+
+
+def _save(cache_file: Path, sequences: np.ndarray, seconds: float) -> None:
+    """Writes the entry aside and renames it into place: a reader never sees half a file."""
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=f".{cache_file.name}.", suffix=".npz", dir=cache_file.parent)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            np.savez(f, sequences=sequences, seconds=seconds)
+        os.replace(partial, cache_file)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise

@@ -151,8 +151,11 @@ def _print_summary(metadata: dict, dst: Path) -> None:
     table.add_row("layers", ", ".join(f"{k}: {v}" for k, v in sorted(metadata["layers_by_precision"].items())))
     table.add_row("mean relative weight error", f"{metadata['mean_relative_error']:.5f}")
     compression = f"{metadata['compression_seconds']:.1f} s"
-    if metadata.get("calibration_seconds") is not None:
-        compression += f" (of which {metadata['calibration_seconds']:.1f} s writing calibration text)"
+    calibration = metadata.get("calibration")
+    if calibration is not None and calibration["cached"]:
+        compression += " (calibration text from the cache)"
+    elif calibration is not None:
+        compression += f" (of which {calibration['seconds']:.1f} s writing calibration text)"
     table.add_row("compression time", compression)
     table.add_row("model size", f"{size['before'] / 2**20:.1f} MiB -> {size['after'] / 2**20:.1f} MiB")
     table.add_row("output", str(dst))

@@ -38,6 +38,7 @@ from nncf_hqq.parameters import AdvancedCompressionParameters
 from nncf_hqq.parameters import AdvancedHQQParameters
 
 METADATA_FILE = "quantization_metadata.json"
+SELF_WRITTEN = "self-written"  # the self-written calibration text's directory in the cache
 GROUP_SIZES = (32, 64, 128, -1)
 METHODS = ("hqq", "rtn")
 CALIBRATIONS = ("none", "self")
@@ -130,8 +131,13 @@ class CompressionOptions:
     def mode(self) -> nncf.CompressWeightsMode:
         return nncf.CompressWeightsMode(f"int{self.bits}_{'sym' if self.sym else 'asym'}")
 
-    def compress_weights_kwargs(self, model: ov.Model, model_dir: Path | None = None) -> dict:
-        """Arguments of `nncf_hqq.compress_weights` for `model` (from the optimum-intel directory `model_dir`)."""
+    def compress_weights_kwargs(
+        self, model: ov.Model, model_dir: Path | None = None, cache_dir: Path | None = None
+    ) -> dict:
+        """
+        Arguments of `nncf_hqq.compress_weights` for `model` (from the optimum-intel directory `model_dir`); the
+        self-written calibration text is kept in `cache_dir` when given.
+        """
         kwargs = {"mode": self.mode, "hqq": self.method == "hqq"}
         if self.bits == 4:
             kwargs.update(group_size=self.group_size, ratio=self.ratio, awq=self.awq or None)
@@ -141,7 +147,7 @@ class CompressionOptions:
             self_calibration = None
             if self.calibration == "self":
                 bos = None if model_dir is None else bos_token_id(model_dir)
-                self_calibration = SelfCalibrationParameters(seed=self.seed, bos_token_id=bos)
+                self_calibration = SelfCalibrationParameters(seed=self.seed, bos_token_id=bos, cache_dir=cache_dir)
             kwargs["advanced_parameters"] = AdvancedCompressionParameters(
                 hqq_params=self.hqq_params(), self_calibration=self_calibration
             )
@@ -203,30 +209,41 @@ def compress_llm(
             remove_stale_temporaries(dst.parent, f".{dst.name}.{kind}-")
         check_destination(dst, overwrite, protected)  # again, now that no other run can write it
         if cache_dir is not None:
-            return _compress_ir(full_precision_ir(source, cache_dir), dst, options, source.description, overwrite)
+            ir_file = full_precision_ir(source, cache_dir)
+            return _compress_ir(ir_file, dst, options, source.description, overwrite, Path(cache_dir) / SELF_WRITTEN)
         with tempfile.TemporaryDirectory(prefix="nncf-hqq-export-") as temporary_cache:
             ir_file = full_precision_ir(source, Path(temporary_cache))
             return _compress_ir(ir_file, dst, options, source.description, overwrite)
 
 
-def _compress_ir(ir_file: Path, dst: Path, options: CompressionOptions, description: str, overwrite: bool) -> dict:
-    """Compresses the full-precision IR into `dst` (written aside, moved into place when complete)."""
+def _compress_ir(
+    ir_file: Path,
+    dst: Path,
+    options: CompressionOptions,
+    description: str,
+    overwrite: bool,
+    calibration_cache: Path | None = None,
+) -> dict:
+    """
+    Compresses the full-precision IR into `dst` (written aside, moved into place when complete); self-written
+    calibration text is kept in `calibration_cache`.
+    """
     model = read_ir(ir_file, description)
     check_causal_lm_ir(model, description)
     partial = make_temporary_dir(dst.parent, f".{dst.name}.partial-")
     chmod_like_mkdir(partial)
     try:
         start = time.perf_counter()
-        model = compress_weights(model, **options.compress_weights_kwargs(model, ir_file.parent))
+        model = compress_weights(model, **options.compress_weights_kwargs(model, ir_file.parent, calibration_cache))
         seconds = time.perf_counter() - start
         with step("Writing the model and measuring its weight error"):
             save_model(model, partial / IR_FILE)
             copy_companion_files(ir_file.parent, partial)
             layers = layer_reports(model, read_ir(ir_file, description), options.equalization_rule())
-            calibration_seconds = _rt_info(model, "calibration_seconds")
+            calibration = _calibration_record(model)
             del model
             metadata = _metadata(description, options, seconds, layers, ir_file, partial / IR_FILE)
-            metadata["calibration_seconds"] = calibration_seconds
+            metadata["calibration"] = calibration
             (partial / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
             _move_into_place(partial, dst, overwrite)
     finally:
@@ -362,10 +379,17 @@ def _parameters(options: CompressionOptions) -> dict:
     return parameters
 
 
-def _rt_info(model: ov.Model, name: str):
-    """A value nncf-hqq recorded in the compressed model's rt_info (`nncf/weight_compression/hqq/<name>`), or None."""
-    path = ["nncf", "weight_compression", "hqq", name]
-    return model.get_rt_info(path).astype(float) if model.has_rt_info(path) else None
+def _calibration_record(model: ov.Model) -> dict | None:
+    """What the compressed model's rt_info says of its self-written calibration text, None without one."""
+    path = ["nncf", "weight_compression", "hqq"]
+    if not model.has_rt_info([*path, "calibration"]):
+        return None
+    value = lambda name: model.get_rt_info([*path, name]).astype(str)
+    return {
+        "source": value("calibration"),
+        "seconds": float(value("calibration_seconds")),  # writing it, in the run that wrote it
+        "cached": value("calibration_cached") == "True",
+    }
 
 
 def _version(package: str) -> str | None:

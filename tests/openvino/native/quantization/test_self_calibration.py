@@ -115,3 +115,18 @@ def test_a_model_without_a_kv_cache_cannot_write_text():
     model = linear_model({"w": np.ones((8, 8), np.float32)})
     with pytest.raises(nncf.ValidationError, match="input_ids"):
         generate_sequences(model)
+
+
+def test_cached_text_is_keyed_by_the_weights_and_the_parameters(tmp_path):
+    from nncf_hqq.calibration.self_written import _cache_file
+
+    weight = np.arange(64, dtype=np.float32).reshape(8, 8)
+    params = SelfCalibrationParameters(cache_dir=tmp_path)
+    key = _cache_file(linear_model({"w": weight}), params)
+    assert key.parent == tmp_path and key == _cache_file(linear_model({"w": weight.copy()}), params)
+    changed = weight.copy()
+    changed[3, 5] += 1
+    assert _cache_file(linear_model({"w": changed}), params) != key
+    assert _cache_file(linear_model({"w": weight}), SelfCalibrationParameters(cache_dir=tmp_path, seed=1)) != key
+    elsewhere = SelfCalibrationParameters(cache_dir=tmp_path / "x")
+    assert _cache_file(linear_model({"w": weight}), elsewhere).name == key.name
