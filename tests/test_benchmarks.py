@@ -217,7 +217,13 @@ def test_decision_mode_gives_a_verdict_against_rtn_per_model_and_config(tmp_path
         ("all-minilm-l6-v2", "rtn"),
         ("all-minilm-l6-v2", "hqq-default"),
     ]
-    assert rows[1]["verdict"] in ("better", "tie", "WORSE") and "hqq-default: better on" in result.stdout
+    # the verdict is the one the paired difference gives at the default threshold of 1 SE
+    difference, se = rows[1]["minus_rtn"], rows[1]["minus_rtn_se"]
+    expected = "better" if difference < -se else "WORSE" if difference > se else "tie"
+    assert len(rows[1]["items"]) == 16 and rows[1]["verdict"] == expected
+    counts = {verdict: int(verdict == expected) for verdict in ("better", "tie", "WORSE")}
+    summary = f"hqq-default: better on {counts['better']}, tie on {counts['tie']}, WORSE on {counts['WORSE']} of 1"
+    assert summary in result.stdout
 
 
 def test_verdicts_need_the_difference_beyond_the_threshold_in_standard_errors():

@@ -88,10 +88,12 @@ def test_lora_correction_keeps_working_with_hqq():
 
 
 def test_ratio_and_backup_mode_give_int8_backup_layers_hqq_parameters():
-    model = _mlp(ratio=0.7, hqq=True)
-    types = constant_types(model)
-    weight_types = [types[name] for name in ("up", "gate", "down")]
-    assert ov.Type.u8 in weight_types and ov.Type.u4 in weight_types
+    hqq, rtn = _mlp(ratio=0.7, hqq=True), _mlp(ratio=0.7)
+    backup = lambda model: [name for name in ("up", "gate", "down") if constant_types(model)[name] == ov.Type.u8]
+    assert backup(hqq) == backup(rtn) and 0 < len(backup(hqq)) < 3
+    hqq_constants, rtn_constants = constants(hqq), constants(rtn)
+    for name in backup(hqq):  # the INT8 backup layers have HQQ's scales, not RTN's
+        assert np.any(hqq_constants[f"{name}/scale"] != rtn_constants[f"{name}/scale"]), name
 
 
 @pytest.mark.parametrize("backup_mode", [nncf.BackupMode.NONE, nncf.BackupMode.INT8_SYM])
