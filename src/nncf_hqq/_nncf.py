@@ -10,6 +10,7 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 from typing import Protocol
 
@@ -85,6 +86,33 @@ class PrecomputingAlgorithm(Protocol):
         """The parameters of every weight the algorithm handles (with the given ones for the others)."""
 
 
+@dataclass(frozen=True)
+class SeamSettings:
+    """
+    What nncf-hqq hands NNCF's weight compression for one call, resolved once (`nncf_hqq.compress`).
+
+    :param algorithm: Computes the scales/zero points (and codes) of the weights it handles.
+    :param check_weight: Raises for a weight that cannot be compressed (NaN/Inf), called on every other weight.
+    :param rt_info_key: The model's rt_info section, `nncf/weight_compression/<rt_info_key>/`.
+    :param rt_info: What to record there.
+    :param zero_point_offsets: Store float zero points as integer ones plus per-group offsets (else as f16).
+    :param eager: Check and solve every weight before NNCF's transform (when AWQ or LoRA correction edit the
+        model before or during it), at the cost of reading every weight twice.
+    :param equalization: The equalization to plan and fold, or None.
+    :param equalize_at: When it is planned and applied: "statistics", "precision" or "transform" (see
+        `weight_compression_class`).
+    """
+
+    algorithm: PrecomputingAlgorithm
+    check_weight: Callable[[str, Tensor], None]
+    rt_info_key: str
+    rt_info: dict[str, Any]
+    zero_point_offsets: bool = False
+    eager: bool = False
+    equalization: Equalization | None = None
+    equalize_at: str = "transform"
+
+
 _FLOAT_DTYPES = (TensorDataType.float16, TensorDataType.float32, TensorDataType.float64)
 
 
@@ -109,21 +137,13 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
     graph is journaled; `undo_edits` restores the model as it was given.
     """
 
-    def __init__(
-        self,
-        model: ov.Model,
-        algorithm: PrecomputingAlgorithm,
-        check_weight: Callable[[str, Tensor], None],
-        zero_point_offsets: bool = False,
-        eager: bool = False,
-        equalization: Equalization | None = None,
-    ):
+    def __init__(self, model: ov.Model, settings: SeamSettings):
         super().__init__(model)
-        self._algorithm = algorithm
-        self._check_weight = check_weight
-        self._zero_point_offsets = zero_point_offsets
-        self._eager = eager
-        self._equalization = equalization
+        self._algorithm = settings.algorithm
+        self._check_weight = settings.check_weight
+        self._zero_point_offsets = settings.zero_point_offsets
+        self._eager = settings.eager
+        self._equalization = settings.equalization
         self.equalization_plan: EqualizationPlan | None = None
         self._lazy_factors: set[str] = set()  # weight constants the plan scales as they are compressed
         self._offsets: dict[str, np.ndarray] = {}  # weight constant name -> f16 offsets, in the scale's layout
@@ -320,24 +340,15 @@ def _constant_name(wp: WeightCompressionParameters) -> str:
     return wp.node_with_weight.layer_attributes.constant_attributes[wp.weight_port_id]["name"]
 
 
-def weight_compression_class(
-    algorithm: PrecomputingAlgorithm,
-    check_weight: Callable[[str, Tensor], None],
-    rt_info_key: str,
-    rt_info: dict[str, Any],
-    zero_point_offsets: bool = False,
-    eager: bool = False,
-    equalization: Equalization | None = None,
-    equalize_at: str = "transform",
-) -> type[WeightCompression]:
+def weight_compression_class(settings: SeamSettings) -> type[WeightCompression]:
     """
     Returns a `WeightCompression` subclass that
-    - takes the quantization parameters (and codes) of the weights `algorithm` handles from it, computed right
-      before NNCF compresses them (after AWQ and scale estimation),
-    - calls `check_weight(name, weight)` on every weight to compress before it is compressed; an exception
-      during NNCF's transform leaves the model's graph as it was (see `PrecomputedParamsOVBackend`),
+    - takes the quantization parameters (and codes) of the weights `settings.algorithm` handles from it, computed
+      right before NNCF compresses them (after AWQ and scale estimation),
+    - calls `settings.check_weight(name, weight)` on every weight to compress before it is compressed; an
+      exception during NNCF's transform leaves the model's graph as it was (see `PrecomputedParamsOVBackend`),
     - stores float zero points as f16, or with `zero_point_offsets` as integer ones plus per-group offsets,
-    - records `rt_info` in the model under `nncf/weight_compression/<rt_info_key>/`.
+    - records `settings.rt_info` in the model under `nncf/weight_compression/<rt_info_key>/`.
     With `eager`, every weight is checked before anything changes the model (needed when an algorithm such as
     AWQ edits the model before the transform) and solved before the transform, at the cost of reading every
     weight twice and a higher peak memory (every weight's pages resident before NNCF's transform allocates).
@@ -366,31 +377,29 @@ def weight_compression_class(
         def get_weight_compression_parameters(self, model: ov.Model, graph: NNCFGraph):
             all_weight_params, *rest = super().get_weight_compression_parameters(model, graph)
             self._listed_weight_params = all_weight_params  # their configs change in the mixed-precision step
-            if eager:
+            if settings.eager:
                 for wp in all_weight_params:
                     weight = self._backend_entity.get_weight(wp.node_with_weight, wp.weight_port_id, model, graph)
-                    check_weight(wp.weight_name, weight)
-            if equalize_at == "statistics":
+                    settings.check_weight(wp.weight_name, weight)
+            if settings.equalize_at == "statistics":
                 self._backend_entity.equalize(model, all_weight_params, materialize=True)
             return (all_weight_params, *rest)
 
         def apply_mixed_precision(self, ratio_defining_params, model: ov.Model, graph: NNCFGraph, *args, **kwargs):
             super().apply_mixed_precision(ratio_defining_params, model, graph, *args, **kwargs)
-            if equalize_at == "precision":
+            if settings.equalize_at == "precision":
                 self._backend_entity.equalize(model, self._listed_weight_params, materialize=True)
 
         def set_backend_entity(self, model: ov.Model) -> None:
-            self._backend_entity = PrecomputedParamsOVBackend(
-                model, algorithm, check_weight, zero_point_offsets, eager, equalization
-            )
+            self._backend_entity = PrecomputedParamsOVBackend(model, settings)
 
         def apply_with_parameters(self, model, graph, *args, **kwargs):
             model = super().apply_with_parameters(model, graph, *args, **kwargs)
-            dump_parameters(model, rt_info, algo_name="weight_compression", path=[rt_info_key])
+            dump_parameters(model, settings.rt_info, algo_name="weight_compression", path=[settings.rt_info_key])
             plan = self._backend_entity.equalization_plan if self._backend_entity is not None else None
             if plan is not None:
                 summary = {"equalized_groups": len(plan.equalized), "equalization_skipped_groups": len(plan.skipped)}
-                dump_parameters(model, summary, algo_name="weight_compression", path=[rt_info_key])
+                dump_parameters(model, summary, algo_name="weight_compression", path=[settings.rt_info_key])
             return model
 
     return PrecomputedParamsWeightCompression

@@ -1,21 +1,19 @@
 """`compress_weights`: NNCF's function with an `hqq` switch."""
 
 import dataclasses
+import inspect
+from typing import Any
 from typing import TypeVar
 
 import nncf
-from nncf import BackupMode
-from nncf import CompressionFormat
 from nncf import CompressWeightsMode
 from nncf import Dataset
-from nncf import IgnoredScope
-from nncf import SensitivityMetric
 from nncf.common.logging import nncf_logger
 from nncf.common.utils.backend import BackendType
 from nncf.common.utils.backend import get_backend
-from nncf.quantization.advanced_parameters import AdvancedCompressionParameters as NNCFAdvancedCompressionParameters
 from nncf.quantization.quantize_model import compress_weights as nncf_compress_weights
 
+from nncf_hqq._nncf import SeamSettings
 from nncf_hqq._nncf import nncf_rt_info_restored_on_error
 from nncf_hqq._nncf import openvino_weight_compression_class
 from nncf_hqq._nncf import weight_compression_class
@@ -34,28 +32,9 @@ TModel = TypeVar("TModel")
 SYMMETRIC_MODES = (CompressWeightsMode.INT4_SYM, CompressWeightsMode.INT8_SYM)
 
 
-def compress_weights(
-    model: TModel,
-    *,
-    mode: CompressWeightsMode = CompressWeightsMode.INT8_ASYM,
-    ratio: float | None = None,
-    group_size: int | None = None,
-    ignored_scope: IgnoredScope | None = None,
-    all_layers: bool | None = None,
-    dataset: Dataset | None = None,
-    sensitivity_metric: SensitivityMetric | None = None,
-    subset_size: int = 128,
-    awq: bool | None = None,
-    scale_estimation: bool | None = None,
-    gptq: bool | None = None,
-    lora_correction: bool | None = None,
-    backup_mode: BackupMode | None = None,
-    compression_format: CompressionFormat = CompressionFormat.DQ,
-    advanced_parameters: NNCFAdvancedCompressionParameters | None = None,
-    hqq: bool | None = None,
-) -> TModel:
+def compress_weights(model: TModel, *, hqq: bool | None = None, **kwargs: Any) -> TModel:
     """
-    `nncf.compress_weights` with HQQ: the same parameters and defaults, plus `hqq`.
+    `nncf.compress_weights` with HQQ: NNCF's parameters, forwarded as given (with NNCF's defaults), plus `hqq`.
 
     With `hqq` true, the scales and zero points of the integer-compressed weights (INT4/INT8, symmetric or
     asymmetric, primary and backup precision) are computed by HQQ's solver instead of round-to-nearest; the
@@ -70,72 +49,70 @@ def compress_weights(
     :param hqq: Whether to compute quantization parameters with HQQ. Only OpenVINO models are supported.
     :return: The model with compressed weights (the input `ov.Model` object, transformed in place, as in NNCF).
     """
-    nncf_kwargs = dict(
-        mode=mode,
-        ratio=ratio,
-        group_size=group_size,
-        ignored_scope=ignored_scope,
-        all_layers=all_layers,
-        dataset=dataset,
-        sensitivity_metric=sensitivity_metric,
-        subset_size=subset_size,
-        awq=awq,
-        scale_estimation=scale_estimation,
-        gptq=gptq,
-        lora_correction=lora_correction,
-        backup_mode=backup_mode,
-        compression_format=compression_format,
-        advanced_parameters=advanced_parameters,
-    )
     if not hqq:
-        return nncf_compress_weights(model, **nncf_kwargs)
+        return nncf_compress_weights(model, **kwargs)
+    arguments = _with_nncf_defaults(model, kwargs)
+    settings = _resolve_settings(model, arguments)
+    weight_compression_cls = weight_compression_class(settings)
+    with nncf_rt_info_restored_on_error(model), openvino_weight_compression_class(weight_compression_cls):
+        return nncf_compress_weights(model, **arguments)
 
+
+def _with_nncf_defaults(model: TModel, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """NNCF's keyword arguments as given, completed with `nncf.compress_weights`' defaults (TypeError if unknown)."""
+    bound = inspect.signature(nncf_compress_weights).bind(model, **kwargs)
+    bound.apply_defaults()
+    return {name: value for name, value in bound.arguments.items() if name != "model"}
+
+
+def _resolve_settings(model: TModel, arguments: dict[str, Any]) -> SeamSettings:
+    """
+    Checks the call and decides, once, what the seam hands NNCF; with self-calibration, writes the model's text
+    and sets `arguments`' dataset, awq and scale_estimation.
+    """
+    advanced_parameters, mode = arguments["advanced_parameters"], arguments["mode"]
     hqq_params = getattr(advanced_parameters, "hqq_params", None) or AdvancedHQQParameters()
-    _check_hqq_arguments(model, mode, gptq, hqq_params)
+    _check_hqq_arguments(model, mode, arguments["gptq"], hqq_params)
     if mode == CompressWeightsMode.INT4_SYM and hqq_params.equalization == HQQEqualization.NONE:
         nncf_logger.warning(
             "HQQ without equalization in INT4_SYM was measured worse than NNCF's RTN on some models; with the "
             "default equalization it was better on all five models measured (KL divergence, embedding error). "
             "See benchmarks/RESULTS.md."
         )
-    algorithm = HQQ(hqq_params)
     rt_info = {"enabled": True, **{k: _rt_value(v) for k, v in dataclasses.asdict(hqq_params).items()}}
     self_calibration = getattr(advanced_parameters, "self_calibration", None)
     if self_calibration is not None:
-        _check_self_calibration(self_calibration, dataset, mode)
+        _check_self_calibration(self_calibration, arguments["dataset"], mode)
         data = self_written_data(model, self_calibration)
-        awq = awq is not False
-        scale_estimation = scale_estimation is not False
-        dataset = data.dataset
-        nncf_kwargs.update(dataset=dataset, awq=awq, scale_estimation=scale_estimation)
+        arguments.update(
+            dataset=data.dataset,
+            awq=arguments["awq"] is not False,
+            scale_estimation=arguments["scale_estimation"] is not False,
+        )
         rt_info.update(calibration="self", calibration_seconds=round(data.seconds, 3), calibration_cached=data.cached)
         recorded = {k: v for k, v in dataclasses.asdict(self_calibration).items() if k != "cache_dir"}
         rt_info.update({f"self_calibration_{k}": v for k, v in recorded.items() if v is not None})
-    offsets = hqq_params.zero_point_storage == HQQZeroPointStorage.OFFSET
     # AWQ edits the model before NNCF's transform, and LoRA correction inside it: check every weight first
-    eager = bool(awq) or bool(lora_correction)
-    rule = EqualizationRule.from_parameters(hqq_params)
-    equalization = None if rule is None else Equalization(rule)
+    eager = bool(arguments["awq"]) or bool(arguments["lora_correction"])
     # algorithms that read weights or activations before NNCF's transform must see the equalized model; the
     # mixed-precision choice ranks the weights as given, and equalization is planned for the precisions it chose
-    if dataset is not None:
+    if arguments["dataset"] is not None:
         equalize_at = "statistics"
-    elif eager or bool(scale_estimation):
+    elif eager or bool(arguments["scale_estimation"]):
         equalize_at = "precision"
     else:
         equalize_at = "transform"
-    weight_compression_cls = weight_compression_class(
-        algorithm,
-        check_weight_is_finite,
-        "hqq",
-        rt_info,
-        zero_point_offsets=offsets,
+    rule = EqualizationRule.from_parameters(hqq_params)
+    return SeamSettings(
+        algorithm=HQQ(hqq_params),
+        check_weight=check_weight_is_finite,
+        rt_info_key="hqq",
+        rt_info=rt_info,
+        zero_point_offsets=hqq_params.zero_point_storage == HQQZeroPointStorage.OFFSET,
         eager=eager,
-        equalization=equalization,
+        equalization=None if rule is None else Equalization(rule),
         equalize_at=equalize_at,
     )
-    with nncf_rt_info_restored_on_error(model), openvino_weight_compression_class(weight_compression_cls):
-        return nncf_compress_weights(model, **nncf_kwargs)
 
 
 def _check_hqq_arguments(model, mode: CompressWeightsMode, gptq: bool | None, params: AdvancedHQQParameters) -> None:

@@ -236,6 +236,20 @@ def test_without_hqq_the_result_is_exactly_nncf():
     _assert_same_constants(ours, constants(nncf_model))
 
 
+def test_nncf_arguments_are_forwarded_with_nncf_defaults_and_unknown_ones_refused():
+    import inspect
+
+    from nncf_hqq.compress import _with_nncf_defaults
+
+    model = linear_model({"w": heavy_tailed_weight((64, 128))})
+    arguments = _with_nncf_defaults(model, {"group_size": 64, "ratio": 0.5})
+    expected = {name: p.default for name, p in inspect.signature(nncf.compress_weights).parameters.items()}
+    del expected["model"]
+    assert arguments == {**expected, "group_size": 64, "ratio": 0.5}
+    with pytest.raises(TypeError, match="no_such_option"):
+        compress_weights(model, mode=INT4_ASYM, hqq=True, no_such_option=1)
+
+
 def test_rt_info_records_hqq_and_survives_save(tmp_path):
     model = _compress({"w": heavy_tailed_weight((64, 128))}, hqq=True, advanced_parameters=F16_ZERO_POINT)
     ov.save_model(model, tmp_path / "model.xml")

@@ -1,5 +1,6 @@
 """Data-free equalization: the float function is kept, the compressed graph is RTN's, and it chains with NNCF."""
 
+import dataclasses
 import logging
 import re
 from pathlib import Path
@@ -221,8 +222,8 @@ def test_scaling_weights_as_they_are_compressed_equals_folding_first(small_lm, m
     lazy = named(_compress(ir, hqq_params={"equalization": "power"}))
     original = nncf_hqq.compress.weight_compression_class
 
-    def folding_first(*args, **kwargs):
-        return original(*args, **{**kwargs, "equalize_at": "statistics"})
+    def folding_first(settings):
+        return original(dataclasses.replace(settings, equalize_at="statistics"))
 
     monkeypatch.setattr(nncf_hqq.compress, "weight_compression_class", folding_first)
     early = named(_compress(ir, hqq_params={"equalization": "power"}))
