@@ -79,6 +79,7 @@ METHODS = [
     Method("awq+se", {"awq": True, "scale_estimation": True}, data_aware=True),
     Method("gptq+se", {"gptq": True, "scale_estimation": True}, data_aware=True),
     Method("awq+se+hqq-default", {"awq": True, "scale_estimation": True, "hqq": True}, data_aware=True),
+    Method("se+hqq-default", {"scale_estimation": True, "hqq": True}, data_aware=True),
     # fed the model's own text (what `compress_weights(..., hqq=True)` does with `self_calibration`, and what
     # optimum-intel's dataset="auto" feeds NNCF's AWQ + scale estimation)
     Method("self:awq+se", {"awq": True, "scale_estimation": True}, data_aware=True, calibration="self"),

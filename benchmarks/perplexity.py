@@ -41,6 +41,7 @@ from benchmarks.stats import format_difference
 from benchmarks.stats import paired_difference
 from nncf_hqq.calibration.parameters import SelfCalibrationParameters
 from nncf_hqq.calibration.parameters import bos_token_id
+from nncf_hqq.calibration.self_written import SelfWrittenData
 from nncf_hqq.calibration.self_written import self_written_data
 from nncf_hqq.cli.export import full_precision_ir
 
@@ -70,17 +71,23 @@ class CalibrationData:
     def __init__(self, ir_file: Path, ids: np.ndarray, params: SelfCalibrationParameters):
         self._ir_file, self._params = ir_file, params
         self.text = calibration_dataset(ids)
-        self._self: nncf.Dataset | None = None
-        self.self_seconds = math.nan  # time the model took to write its text (in the run that wrote it)
+        self._self: SelfWrittenData | None = None
 
-    def dataset(self, kind: str) -> nncf.Dataset:
-        if kind == "text":
-            return self.text
+    @property
+    def self_written(self) -> SelfWrittenData:
+        """The model's own text (written once, kept in the parameters' cache)."""
         if self._self is None:
             params = dataclasses.replace(self._params, bos_token_id=bos_token_id(self._ir_file.parent))
-            data = self_written_data(ov.Core().read_model(self._ir_file), params)  # kept in params.cache_dir
-            self._self, self.self_seconds = data.dataset, data.seconds
+            self._self = self_written_data(ov.Core().read_model(self._ir_file), params)
         return self._self
+
+    @property
+    def self_seconds(self) -> float:
+        """Time the model took to write its text (in the run that wrote it); NaN if not written."""
+        return math.nan if self._self is None else self._self.seconds
+
+    def dataset(self, kind: str) -> nncf.Dataset:
+        return self.text if kind == "text" else self.self_written.dataset
 
 
 def model_size(model_dir: Path) -> int:
@@ -229,6 +236,16 @@ def main(argv: list[str] | None = None) -> None:
         "--self-length", type=int, default=SelfCalibrationParameters.length, help="tokens per self-written sequence"
     )
     parser.add_argument(
+        "--score-self-text", action="store_true",
+        help="also score every row on the model's own text (KL per sequence, `self_text_window_kl`)",
+    )  # fmt: skip
+    parser.add_argument("--self-top-p", type=float, default=SelfCalibrationParameters.top_p, help="nucleus mass")
+    parser.add_argument("--self-temperature", type=float, default=SelfCalibrationParameters.temperature)
+    parser.add_argument(
+        "--self-start", choices=["spread", "bos"], default="spread",
+        help="self-written text from BOS and a start token across the vocabulary, or from BOS alone",
+    )  # fmt: skip
+    parser.add_argument(
         "--resume", action="store_true", help="keep the rows an interrupted run saved in --out-dir, run the rest"
     )
     parser.add_argument(
@@ -264,8 +281,10 @@ def main(argv: list[str] | None = None) -> None:
         n_windows = min(args.max_tokens, len(ids)) // args.window
         windows = ids[: n_windows * args.window].reshape(n_windows, args.window)
         self_params = SelfCalibrationParameters(
-            num_sequences=args.self_sequences, length=args.self_length, cache_dir=args.cache_dir / "self-written"
-        )
+            num_sequences=args.self_sequences, length=args.self_length, top_p=args.self_top_p,
+            temperature=args.self_temperature, spread_start=args.self_start == "spread",
+            cache_dir=args.cache_dir / "self-written",
+        )  # fmt: skip
         calibration = CalibrationData(ir_file, ids[n_windows * args.window :], self_params)
         prompt = ids[:32]
         runs = [(m, FULL_PRECISION, None) if m.name == FULL_PRECISION else (m, *c) for m in methods for c in configs]
@@ -278,6 +297,9 @@ def main(argv: list[str] | None = None) -> None:
             seconds = compress(ir_file, run_method, mode, group_size, dataset, out_dir)
             reference_dir = None if run_method.name == FULL_PRECISION else ir_file.parent
             scores = window_scores(out_dir, windows, reference_dir)
+            if args.score_self_text and reference_dir is not None:  # the same measures on the model's own text
+                own = window_scores(out_dir, calibration.self_written.sequences, reference_dir)
+                scores.update({f"self_text_{key}": value for key, value in own.items()})
             latency, speed = (math.nan, math.nan) if args.no_speed else generation_speed(out_dir, prompt)
             rows.append({
                 "model": model_name, "mode": mode, "group_size": group_size, "method": run_method.name,

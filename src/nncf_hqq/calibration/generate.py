@@ -49,7 +49,7 @@ def generate_sequences(
     batches = range(0, params.num_sequences, params.batch_size)
     for first in track(batches, description="Writing calibration text"):
         size = min(params.batch_size, params.num_sequences - first)
-        starts = _start_tokens(first, size, params.num_sequences, params.bos_token_id, vocab_size)
+        starts = _start_tokens(first, size, params, vocab_size)
         sequences.append(_sample_batch(run, starts, params, rng))
     return np.concatenate(sequences)
 
@@ -76,12 +76,15 @@ def _logits_output(compiled: ov.CompiledModel) -> ov.ConstOutput:
     return compiled.outputs[0]
 
 
-def _start_tokens(first: int, size: int, total: int, bos: int | None, vocab_size: int) -> np.ndarray:
-    """[size, 1 or 2]: BOS (if any) and a start token at an even stride across the vocabulary."""
-    stride = max(1, vocab_size // total)
+def _start_tokens(first: int, size: int, params: SelfCalibrationParameters, vocab_size: int) -> np.ndarray:
+    """[size, 1 or 2]: BOS (if any) and, unless the model chooses it, a start token from across the vocabulary."""
+    stride = max(1, vocab_size // params.num_sequences)
     spread = (np.arange(first, first + size, dtype=np.int64) * stride) % vocab_size
-    columns = [spread] if bos is None else [np.full(size, bos, np.int64), spread]
-    return np.stack(columns, axis=1)
+    bos = params.bos_token_id
+    if bos is None:
+        return spread[:, None]
+    bos_column = np.full(size, bos, np.int64)
+    return np.stack([bos_column, spread], axis=1) if params.spread_start else bos_column[:, None]
 
 
 class _Forward:

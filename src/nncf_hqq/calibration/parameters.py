@@ -15,9 +15,9 @@ class SelfCalibrationParameters:
     """
     How the model writes its own calibration text (`nncf_hqq.calibration.generate_sequences`).
 
-    Each sequence starts from the model's BOS token, when it has one, and one start token taken at an even stride
-    across the vocabulary (as NNCF's `generate_text_data`), so that the sequences open on different subjects;
-    the rest is sampled from the model's own next-token distribution.
+    Each sequence starts from the model's BOS token, when it has one, and (`spread_start`) one start token taken
+    at an even stride across the vocabulary (as NNCF's `generate_text_data`), so that the sequences open on
+    different subjects; the rest is sampled from the model's own next-token distribution.
 
     :param num_sequences: Number of sequences.
     :param length: Tokens per sequence, start tokens included.
@@ -29,6 +29,8 @@ class SelfCalibrationParameters:
     :param bos_token_id: The model's beginning-of-sequence token (`bos_token_id` of its config.json), put first in
         every sequence; None: sequences start from their start token alone (an OpenVINO model does not record its
         BOS token; Gemma models need it).
+    :param spread_start: Put a start token from across the vocabulary after BOS; False: the model chooses the first
+        token too (from BOS; a model without a BOS token always gets a spread start token).
     :param cache_dir: Directory where written sequences are kept, keyed by the model's weights and these
         parameters, and reused; None: not kept.
     """
@@ -40,6 +42,7 @@ class SelfCalibrationParameters:
     batch_size: int = 32
     seed: int = 0
     bos_token_id: int | None = None
+    spread_start: bool = True
     cache_dir: Path | None = None
 
     def validate(self) -> None:
@@ -51,6 +54,10 @@ class SelfCalibrationParameters:
                 raise nncf.ValidationError(msg)
         if self.length < 3:
             raise nncf.ValidationError(f"SelfCalibrationParameters.length must be at least 3, got {self.length}.")
+        if not isinstance(self.spread_start, bool):
+            raise nncf.ValidationError(
+                f"SelfCalibrationParameters.spread_start must be True or False, got {self.spread_start!r}."
+            )
         if self.cache_dir is not None and not isinstance(self.cache_dir, str | os.PathLike):
             msg = f"SelfCalibrationParameters.cache_dir must be a directory path or None, got {self.cache_dir!r}."
             raise nncf.ValidationError(msg)

@@ -1,5 +1,6 @@
 """Self-written calibration text: the sampler, the model's own sequences, and compression on them."""
 
+import dataclasses
 from pathlib import Path
 
 import nncf
@@ -67,6 +68,8 @@ def test_model_writes_deterministic_sequences_from_bos_and_spread_start_tokens(t
     np.testing.assert_array_equal(first, generate_sequences(model, params))
     other = SelfCalibrationParameters(num_sequences=6, length=12, batch_size=4, seed=4, bos_token_id=1)
     assert (generate_sequences(model, other)[:, 2:] != first[:, 2:]).any()
+    from_bos = generate_sequences(model, dataclasses.replace(params, spread_start=False))  # the model opens too
+    assert from_bos.shape == (6, 12) and (from_bos[:, 0] == 1).all() and (from_bos[:, 1:] != first[:, 1:]).any()
 
 
 def test_tokens_written_with_the_kv_cache_are_the_models_greedy_choice_on_the_whole_sequence(tiny_lm):
