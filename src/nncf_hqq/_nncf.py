@@ -287,6 +287,8 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
         if zero_point is None or zero_point.dtype not in _FLOAT_DTYPES:
             return mul, compressed_weight
         zero_point = zero_point.as_numpy_tensor().data.astype(np.float32)
+        if np.array_equal(zero_point, np.round(zero_point)):  # integers in a float tensor (scale estimation's)
+            return mul, compressed_weight  # NNCF stored them as its u4/u8 zero point
         name = f"{const_node_name}/zero_point"
         if not self._zero_point_offsets:
             replace_zero_point(mul, const_node_name, opset.constant(zero_point, dtype=ov.Type.f16, name=name))

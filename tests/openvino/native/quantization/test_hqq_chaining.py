@@ -60,9 +60,12 @@ def test_hqq_keeps_scale_estimation_parameters_by_default():
     data = _dataset(8)
     se = constants(_mlp(scale_estimation=True, dataset=data))
     se_hqq = constants(_mlp(scale_estimation=True, dataset=data, hqq=True))
+    se_types = constant_types(_mlp(scale_estimation=True, dataset=data, hqq=True))
     for name in ("up", "gate"):  # 4-bit layers scale estimation handled
         np.testing.assert_array_equal(se[f"{name}/scale"], se_hqq[f"{name}/scale"])
         np.testing.assert_array_equal(se[name], se_hqq[name])
+        np.testing.assert_array_equal(se[f"{name}/zero_point"], se_hqq[f"{name}/zero_point"])
+        assert se_types[f"{name}/zero_point"] == ov.Type.u4  # NNCF's format, as without HQQ
     assert not np.array_equal(se["down/scale"], se_hqq["down/scale"])  # INT8 backup layer: HQQ's
 
 
