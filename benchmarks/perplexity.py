@@ -68,9 +68,9 @@ def calibration_dataset(ids: np.ndarray, num_samples: int = 32, length: int = 12
 class CalibrationData:
     """The datasets of one model's data-aware methods, by `Method.calibration`; the self-written one made once."""
 
-    def __init__(self, ir_file: Path, ids: np.ndarray, params: SelfCalibrationParameters):
+    def __init__(self, ir_file: Path, text: nncf.Dataset, params: SelfCalibrationParameters):
         self._ir_file, self._params = ir_file, params
-        self.text = calibration_dataset(ids)
+        self.text = text
         self._self: SelfWrittenData | None = None
 
     @property
@@ -235,6 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--self-length", type=int, default=SelfCalibrationParameters.length, help="tokens per self-written sequence"
     )
+    parser.add_argument("--text-samples", type=int, default=32, help="real-text calibration samples")
+    parser.add_argument("--text-length", type=int, default=128, help="tokens per real-text calibration sample")
     parser.add_argument(
         "--score-self-text", action="store_true",
         help="also score every row on the model's own text (KL per sequence, `self_text_window_kl`)",
@@ -285,7 +287,8 @@ def main(argv: list[str] | None = None) -> None:
             temperature=args.self_temperature, spread_start=args.self_start == "spread",
             cache_dir=args.cache_dir / "self-written",
         )  # fmt: skip
-        calibration = CalibrationData(ir_file, ids[n_windows * args.window :], self_params)
+        text = calibration_dataset(ids[n_windows * args.window :], args.text_samples, args.text_length)
+        calibration = CalibrationData(ir_file, text, self_params)
         prompt = ids[:32]
         runs = [(m, FULL_PRECISION, None) if m.name == FULL_PRECISION else (m, *c) for m in methods for c in configs]
         runs = list({(m.name, mode, gs): (m, mode, gs) for m, mode, gs in runs}.values())
