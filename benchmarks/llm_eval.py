@@ -68,12 +68,13 @@ def divergence(log_p, log_q) -> tuple[float, float]:
 
 
 def window_scores(model_dir: Path, windows: np.ndarray, reference_dir: Path | None = None,
-                  precision: str = "default") -> dict[str, list[float]]:  # fmt: skip
+                  precision: str = "default", model=None) -> dict[str, list[float]]:  # fmt: skip
     """
     Per window: the NLL (`window_nll`), and with the uncompressed model's directory `reference_dir`, the mean KL
-    divergence from it (`window_kl`) and the top-1 agreement with it (`window_top1`).
+    divergence from it (`window_kl`) and the top-1 agreement with it (`window_top1`). `model`: the model of
+    `model_dir` loaded already (`load_model`), or None.
     """
-    model = load_model(model_dir, precision)
+    model = load_model(model_dir, precision) if model is None else model
     reference = None if reference_dir is None else _reference_model(str(reference_dir), precision)
     scores = {"window_nll": [], "window_kl": [], "window_top1": []}
     for window in windows:
@@ -101,9 +102,14 @@ def generation_run(model, prompt_ids: np.ndarray, new_tokens: int) -> tuple[floa
     return first, new_tokens / max(total - first, 1e-9)
 
 
-def generation_speed(model_dir: Path, prompt_ids: np.ndarray, new_tokens: int = 64) -> tuple[float, float]:
-    """(first-token latency in s, tokens/s) at batch 1 with the CPU's default settings, median of 3 runs."""
-    model = load_model(model_dir)
+def generation_speed(
+    model_dir: Path, prompt_ids: np.ndarray, new_tokens: int = 64, runs: int = 3, model=None
+) -> tuple[float, float]:
+    """
+    (first-token latency in s, tokens/s) at batch 1 with the CPU's default settings, median of `runs` runs.
+    `model`: the model of `model_dir` loaded already with the default settings, or None.
+    """
+    model = load_model(model_dir) if model is None else model
     generation_run(model, prompt_ids, 4)  # warm-up
-    first, speed = zip(*(generation_run(model, prompt_ids, new_tokens) for _ in range(3)), strict=True)
+    first, speed = zip(*(generation_run(model, prompt_ids, new_tokens) for _ in range(runs)), strict=True)
     return float(np.median(first)), float(np.median(speed))

@@ -28,6 +28,7 @@ import openvino as ov
 from benchmarks.corpus import corpus_text
 from benchmarks.corpus import token_ids
 from benchmarks.llm_eval import generation_speed
+from benchmarks.llm_eval import load_model
 from benchmarks.llm_eval import window_scores
 from benchmarks.methods import CONFIGS
 from benchmarks.methods import FULL_PRECISION
@@ -226,7 +227,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wikitext", type=Path, help="local WikiText-2-raw-v1 test text file")
     parser.add_argument("--cache-dir", type=Path, default=Path("cache"))
     parser.add_argument("--out-dir", type=Path, default=Path("outputs/perplexity"))
-    parser.add_argument("--quick", action="store_true", help="SmolLM2, a few methods, int4_asym g64, 4k tokens")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="SmolLM2, a few methods, int4_asym g64, 4k tokens, generation speed of 16 tokens once",
+    )  # fmt: skip
     parser.add_argument("--no-speed", action="store_true", help="skip the generation speed measurement")
     parser.add_argument(
         "--self-sequences", type=int, default=SelfCalibrationParameters.num_sequences,
@@ -262,6 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.methods, args.configs = QUICK_METHODS, ["int4_asym:64"]
         args.window, args.max_tokens = min(args.window, 512), min(args.max_tokens, 4096)
+    # new tokens and runs of the speed measurement: --quick measures 16 tokens once, a smoke test of the path
+    speed_settings = (16, 1) if args.quick else (64, 3)
     methods = [method(name) for name in args.methods]
     configs = parse_configs(args.configs)
     from rich.progress import track
@@ -299,11 +305,15 @@ def main(argv: list[str] | None = None) -> None:
             dataset = calibration.dataset(run_method.calibration) if run_method.data_aware else None
             seconds = compress(ir_file, run_method, mode, group_size, dataset, out_dir)
             reference_dir = None if run_method.name == FULL_PRECISION else ir_file.parent
-            scores = window_scores(out_dir, windows, reference_dir)
+            model = load_model(out_dir)  # compiled once for the scores and the speed
+            scores = window_scores(out_dir, windows, reference_dir, model=model)
             if args.score_self_text and reference_dir is not None:  # the same measures on the model's own text
-                own = window_scores(out_dir, calibration.self_written.sequences, reference_dir)
+                own = window_scores(out_dir, calibration.self_written.sequences, reference_dir, model=model)
                 scores.update({f"self_text_{key}": value for key, value in own.items()})
-            latency, speed = (math.nan, math.nan) if args.no_speed else generation_speed(out_dir, prompt)
+            latency, speed = math.nan, math.nan
+            if not args.no_speed:
+                latency, speed = generation_speed(out_dir, prompt, *speed_settings, model=model)
+            del model
             rows.append({
                 "model": model_name, "mode": mode, "group_size": group_size, "method": run_method.name,
                 "ppl": float(np.exp(np.mean(scores["window_nll"]))), **scores, "compress_seconds": seconds,

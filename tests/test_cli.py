@@ -21,23 +21,6 @@ from nncf_hqq.cli.report import constant_value
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory) -> Path:
-    """A randomly initialised 2-layer Llama saved as a Hugging Face directory (no tokenizer)."""
-    import torch
-    from transformers import LlamaConfig
-    from transformers import LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256,
-    )  # fmt: skip
-    path = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(path)
-    return path
-
-
 def _weights(model_dir: Path) -> list[np.ndarray]:
     model = ov.Core().read_model(model_dir / "openvino_model.xml")
     return [constant_value(op) for op in model.get_ordered_ops() if op.get_type_name() == "Constant"]
@@ -114,8 +97,8 @@ def test_self_calibration_writes_text_with_the_model_and_records_its_cost(tiny_l
         np.testing.assert_array_equal(first, second)
 
 
-def test_openvino_ir_source_is_only_read_and_can_be_recompressed_to_int8(bundled_hqq, cache_dir, tmp_path):
-    ir_dir = next(p for p in cache_dir.iterdir() if (p / "openvino_model.xml").exists())
+def test_openvino_ir_source_is_only_read_and_can_be_recompressed_to_int8(tiny_ir_dir, tmp_path):
+    ir_dir = tiny_ir_dir
     before = _tree(ir_dir)
     dst = tmp_path / "int8"
     assert cli.main(["compress", "--src", str(ir_dir), "--dst", str(dst), "--bits", "8", "--sym"]) == 0
@@ -164,19 +147,19 @@ def test_non_llm_openvino_ir_is_refused(tmp_path, capsys):
     assert "input_ids" in capsys.readouterr().err
 
 
-def test_non_empty_destination_is_refused_and_overwrite_replaces_only_an_output(bundled_hqq, cache_dir, tmp_path,
-                                                                                 capsys):  # fmt: skip
+def test_non_empty_destination_is_refused_and_overwrite_replaces_only_an_output(tiny_ir_dir, tmp_path, capsys):
+    src = ["--src", str(tiny_ir_dir), "--group-size", "32"]
     dst = tmp_path / "taken"
     dst.mkdir()
     (dst / "keep.txt").write_text("mine")
-    assert cli.main(["compress", "--dst", str(dst), "--cache-dir", str(cache_dir)]) == 2
+    assert cli.main(["compress", *src, "--dst", str(dst)]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert cli.main(["compress", "--dst", str(dst), "--cache-dir", str(cache_dir), "--overwrite"]) == 2
+    assert cli.main(["compress", *src, "--dst", str(dst), "--overwrite"]) == 2
     assert "not an nncf-hqq output" in capsys.readouterr().err
     assert (dst / "keep.txt").read_text() == "mine"
     output = tmp_path / "output"
-    assert cli.main(["compress", "--dst", str(output), "--cache-dir", str(cache_dir), "--method", "rtn"]) == 0
-    assert cli.main(["compress", "--dst", str(output), "--cache-dir", str(cache_dir), "--overwrite"]) == 0
+    assert cli.main(["compress", *src, "--dst", str(output), "--method", "rtn"]) == 0
+    assert cli.main(["compress", *src, "--dst", str(output), "--overwrite"]) == 0
     assert json.loads((output / METADATA_FILE).read_text())["method"] == "hqq"
 
 

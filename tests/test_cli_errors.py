@@ -194,7 +194,7 @@ def test_interrupt_while_the_solver_runs_is_clean(full_precision_dir, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_stale_temporaries_of_killed_runs_are_removed_and_others_kept(full_precision_dir, tmp_path):
+def test_stale_temporaries_of_killed_runs_are_removed_and_others_kept(tiny_ir_dir, tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()
     stale = tmp_path / ".out.partial-stale"
@@ -206,7 +206,8 @@ def test_stale_temporaries_of_killed_runs_are_removed_and_others_kept(full_preci
             import socket
 
             (path / OWNER_FILE).write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "time": 0}))
-    result = run("compress", "--src", str(full_precision_dir), "--dst", str(tmp_path / "out"), "--method", "rtn")
+    result = run("compress", "--src", str(tiny_ir_dir), "--dst", str(tmp_path / "out"), "--method", "rtn",
+                 "--group-size", "32")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert not stale.exists() and live.exists() and foreign.exists()
 
@@ -232,10 +233,11 @@ def test_overwrite_never_deletes_the_cache_or_a_directory_that_is_not_an_output(
     assert tree(work) == before
 
 
-def test_overwrite_replaces_an_earlier_output(full_precision_dir, tmp_path):
+def test_overwrite_replaces_an_earlier_output(tiny_ir_dir, tmp_path):
     dst = tmp_path / "out"
-    assert run("compress", "--src", str(full_precision_dir), "--dst", str(dst), "--method", "rtn").returncode == 0
-    result = run("compress", "--src", str(full_precision_dir), "--dst", str(dst), "--overwrite")
+    src = ["--src", str(tiny_ir_dir), "--group-size", "32"]
+    assert run("compress", *src, "--dst", str(dst), "--method", "rtn").returncode == 0
+    result = run("compress", *src, "--dst", str(dst), "--overwrite")
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((dst / METADATA_FILE).read_text())["method"] == "hqq"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
