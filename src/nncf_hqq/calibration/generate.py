@@ -16,7 +16,8 @@ from nncf_hqq._nncf import track
 from nncf_hqq.calibration.parameters import SelfCalibrationParameters
 
 # The nucleus is searched among this many most probable tokens first (a full sort of a 150k vocabulary per token
-# and sequence would cost more than the forward pass of a small model); rows whose nucleus is wider are sorted whole.
+# and sequence would cost more than the forward pass of a small model); a batch in which some row's nucleus is
+# wider is sorted whole.
 _CANDIDATES = 4096
 _KNOWN_INPUTS = ("input_ids", "attention_mask", "position_ids", "beam_idx")
 
@@ -43,7 +44,7 @@ def generate_sequences(
     compiled = (compile_model or (lambda m, d: ov.Core().compile_model(m, d)))(model, device)
     request = compiled.create_infer_request()
     run = _Forward(request, names, _logits_output(compiled))
-    vocab_size = run(np.zeros((1, 1), np.int64), 0).shape[-1]
+    vocab_size = run(np.zeros((1, 1), np.int64), 0).shape[-1]  # one token's logits: the vocabulary, even if dynamic
     rng = np.random.default_rng(params.seed)
     sequences = []
     batches = range(0, params.num_sequences, params.batch_size)
