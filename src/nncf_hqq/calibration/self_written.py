@@ -23,8 +23,7 @@ class SelfWrittenData:
     """
     :param sequences: int64 token ids [num_sequences, length].
     :param dataset: The sequences as inputs of the model.
-    :param seconds: Time it took the model to write them (in the run that wrote them, if taken from the cache;
-        0 when they were given).
+    :param seconds: Time it took the model to write them (in the run that wrote them, if taken from the cache).
     :param cached: Whether they were taken from the cache.
     """
 
@@ -34,15 +33,11 @@ class SelfWrittenData:
     cached: bool = False
 
 
-def self_written_data(
-    model: ov.Model, params: SelfCalibrationParameters, sequences: np.ndarray | None = None
-) -> SelfWrittenData:
+def self_written_data(model: ov.Model, params: SelfCalibrationParameters) -> SelfWrittenData:
     """
-    The model's own sequences as a dataset for `model`: `sequences` if given, else those kept in
-    `params.cache_dir` for this model and parameters, else written now (and kept there).
+    The model's own sequences as a dataset for `model`: those kept in `params.cache_dir` for this model and
+    parameters, else written now (and kept there).
     """
-    if sequences is not None:
-        return SelfWrittenData(sequences, stateful_llm_dataset(sequences, model), 0.0)
     cache_file = None if params.cache_dir is None else _cache_file(model, params)
     if cache_file is not None and cache_file.is_file():
         with np.load(cache_file) as saved:
