@@ -10,7 +10,8 @@ tokens (up to `--max-tokens`) are each scored from an empty KV cache. Per window
 mean KL divergence from the uncompressed model and the share of positions whose most probable next token is the
 uncompressed model's (`benchmarks.llm_eval`). Perplexity = exp(mean window NLL). Every method is scored on the
 same windows, so per-window differences from RTN are paired: the table gives their mean and standard error.
-Data-aware methods calibrate on a disjoint slice of the corpus (tokens after the evaluated ones).
+Data-aware methods calibrate on a disjoint slice of the corpus (tokens after the evaluated ones; `--text-*`), or,
+the `self:` methods, on text the uncompressed model wrote itself (`nncf_hqq.calibration`; `--self-*`).
 """
 
 import argparse
