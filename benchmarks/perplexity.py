@@ -41,6 +41,7 @@ from benchmarks.models import LLMS
 from benchmarks.models import llm_source
 from benchmarks.stats import format_difference
 from benchmarks.stats import paired_difference
+from nncf_hqq.calibration.dataset import stateful_llm_dataset
 from nncf_hqq.calibration.parameters import SelfCalibrationParameters
 from nncf_hqq.calibration.parameters import bos_token_id
 from nncf_hqq.calibration.self_written import SelfWrittenData
@@ -51,20 +52,9 @@ DEFAULT_METHODS = [FULL_PRECISION, "rtn", "hqq-default", "awq-df+rtn", "awq-df+h
 QUICK_METHODS = [FULL_PRECISION, "rtn", "hqq-default", "hqq-f16zp", "hqq-offset"]
 
 
-def calibration_dataset(ids: np.ndarray, num_samples: int = 32, length: int = 128) -> nncf.Dataset:
-    """Model inputs of the optimum-intel stateful LLM, from consecutive slices of `ids`."""
-    samples = []
-    for i in range(num_samples):
-        window = ids[i * length : (i + 1) * length][None]
-        samples.append(
-            {
-                "input_ids": window,
-                "attention_mask": np.ones_like(window),
-                "position_ids": np.arange(window.shape[1], dtype=np.int64)[None],
-                "beam_idx": np.zeros(1, dtype=np.int32),
-            }
-        )
-    return nncf.Dataset(samples)
+def calibration_dataset(ids: np.ndarray, model: ov.Model, num_samples: int = 32, length: int = 128) -> nncf.Dataset:
+    """Inputs of the optimum-intel stateful LLM `model`, from consecutive slices of `ids` (`num_samples` x `length`)."""
+    return stateful_llm_dataset(ids[: num_samples * length].reshape(num_samples, length), model)
 
 
 class CalibrationData:
@@ -294,7 +284,8 @@ def main(argv: list[str] | None = None) -> None:
             temperature=args.self_temperature, spread_start=args.self_start == "spread",
             cache_dir=args.cache_dir / "self-written",
         )  # fmt: skip
-        text = calibration_dataset(ids[n_windows * args.window :], args.text_samples, args.text_length)
+        full_precision = ov.Core().read_model(ir_file)  # its input names
+        text = calibration_dataset(ids[n_windows * args.window :], full_precision, args.text_samples, args.text_length)
         calibration = CalibrationData(ir_file, text, self_params)
         prompt = ids[:32]
         runs = [(m, FULL_PRECISION, None) if m.name == FULL_PRECISION else (m, *c) for m in methods for c in configs]

@@ -1,26 +1,35 @@
-"""Token sequences as the inputs NNCF's data-aware algorithms feed an optimum-intel stateful LLM."""
+"""Token sequences as the inputs of an optimum-intel stateful LLM: for NNCF's data-aware algorithms and the sampler."""
 
 import nncf
 import numpy as np
 import openvino as ov
 
 
+def model_input_names(model: ov.Model) -> set[str]:
+    """Every name of every input of the model."""
+    return {name for model_input in model.inputs for name in model_input.get_names()}
+
+
+def stateful_llm_inputs(tokens: np.ndarray, past: int, input_names: set[str]) -> dict[str, np.ndarray]:
+    """
+    The inputs that feed `tokens` [batch, n] after `past` tokens already in the model's KV cache: `input_ids`,
+    `attention_mask`, and `position_ids` and `beam_idx` if the model has them (`input_names`).
+    """
+    batch, n = tokens.shape
+    inputs = {"input_ids": tokens, "attention_mask": np.ones((batch, past + n), np.int64)}
+    if "position_ids" in input_names:
+        inputs["position_ids"] = np.broadcast_to(np.arange(past, past + n, dtype=np.int64), (batch, n)).copy()
+    if "beam_idx" in input_names:
+        inputs["beam_idx"] = np.arange(batch, dtype=np.int32)
+    return inputs
+
+
 def stateful_llm_dataset(sequences: np.ndarray, model: ov.Model) -> nncf.Dataset:
     """
-    An `nncf.Dataset` of one sample per sequence: the whole sequence from an empty KV cache (`input_ids`,
-    `attention_mask`, and `position_ids` and `beam_idx` if the model has them).
+    An `nncf.Dataset` of one sample per sequence: the whole sequence from an empty KV cache.
 
     :param sequences: int64 token ids [num_sequences, length].
     :param model: The model the samples are for (its input names).
     """
-    names = {name for model_input in model.inputs for name in model_input.get_names()}
-    samples = []
-    for sequence in np.asarray(sequences, dtype=np.int64):
-        ids = sequence[None]
-        sample = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-        if "position_ids" in names:
-            sample["position_ids"] = np.arange(ids.shape[1], dtype=np.int64)[None]
-        if "beam_idx" in names:
-            sample["beam_idx"] = np.zeros(1, dtype=np.int32)
-        samples.append(sample)
-    return nncf.Dataset(samples)
+    names = model_input_names(model)
+    return nncf.Dataset([stateful_llm_inputs(sequence[None], 0, names) for sequence in np.asarray(sequences, np.int64)])

@@ -13,6 +13,8 @@ import numpy as np
 import openvino as ov
 
 from nncf_hqq._nncf import track
+from nncf_hqq.calibration.dataset import model_input_names
+from nncf_hqq.calibration.dataset import stateful_llm_inputs
 from nncf_hqq.calibration.parameters import SelfCalibrationParameters
 
 # The nucleus is searched among this many most probable tokens first (a full sort of a 150k vocabulary per token
@@ -56,7 +58,7 @@ def generate_sequences(
 
 
 def _input_names(model: ov.Model) -> set[str]:
-    names = {name for model_input in model.inputs for name in model_input.get_names()}
+    names = model_input_names(model)
     if "input_ids" not in names or "attention_mask" not in names:
         msg = f"Self-calibration needs an optimum-intel causal LM (input_ids, attention_mask); inputs: {sorted(names)}."
         raise nncf.ValidationError(msg)
@@ -97,13 +99,7 @@ class _Forward:
     def __call__(self, tokens: np.ndarray, past: int) -> np.ndarray:
         if past == 0:
             self._request.reset_state()
-        batch, n = tokens.shape
-        inputs = {"input_ids": tokens, "attention_mask": np.ones((batch, past + n), np.int64)}
-        if "position_ids" in self._names:
-            inputs["position_ids"] = np.broadcast_to(np.arange(past, past + n, dtype=np.int64), (batch, n)).copy()
-        if "beam_idx" in self._names:
-            inputs["beam_idx"] = np.arange(batch, dtype=np.int32)
-        self._request.infer(inputs)
+        self._request.infer(stateful_llm_inputs(tokens, past, self._names))
         return np.array(self._request.get_tensor(self._logits).data[:, -1, :], dtype=np.float32)
 
 
