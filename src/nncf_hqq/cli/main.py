@@ -13,6 +13,7 @@ from nncf_hqq.cli.errors import EXIT_INTERRUPTED
 from nncf_hqq.cli.errors import EXIT_USER_ERROR
 from nncf_hqq.cli.errors import interrupted
 from nncf_hqq.cli.errors import user_message
+from nncf_hqq.cli.pipeline import CALIBRATIONS
 from nncf_hqq.cli.pipeline import CompressionOptions
 from nncf_hqq.cli.pipeline import compress_llm
 from nncf_hqq.parameters import AdvancedHQQParameters
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compress.add_argument(
         "--calibration",
-        choices=["none", "self"],
+        choices=CALIBRATIONS,
         default="none",
         help="self: the model writes its own calibration text for AWQ and scale estimation before HQQ (slower)",
     )
