@@ -13,12 +13,12 @@ from nncf.common.utils.backend import BackendType
 from nncf.common.utils.backend import get_backend
 from nncf.quantization.quantize_model import compress_weights as nncf_compress_weights
 
-from nncf_hqq._nncf import SeamSettings
 from nncf_hqq._nncf import nncf_rt_info_restored_on_error
 from nncf_hqq._nncf import openvino_weight_compression_class
 from nncf_hqq._nncf import weight_compression_class
 from nncf_hqq.calibration.parameters import SelfCalibrationParameters
 from nncf_hqq.calibration.self_written import self_written_data
+from nncf_hqq.compression_session import SeamSettings
 from nncf_hqq.equalization.algorithm import Equalization
 from nncf_hqq.equalization.algorithm import EqualizationRule
 from nncf_hqq.hqq import HQQ

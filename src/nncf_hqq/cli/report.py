@@ -5,6 +5,7 @@ import openvino as ov
 
 from nncf_hqq.equalization import Equalization
 from nncf_hqq.equalization import EqualizationRule
+from nncf_hqq.equalization.algorithm import WeightConfig
 from nncf_hqq.equalization.patterns import find_scale_groups
 
 LOW_BIT_TYPES = (ov.Type.u4, ov.Type.i4)
@@ -103,5 +104,5 @@ def _equalization_factors(reference: ov.Model, reports: list[dict], rule: Equali
             report = by_name.get(consumer.node.get_friendly_name())
             if report is not None:
                 bits = 4 if report["precision"].startswith("int4") else 8
-                configs[report["name"]] = (report["group_size"], bits, consumer.axis)
+                configs[report["name"]] = WeightConfig(report["group_size"], bits, consumer.axis)
     return Equalization(rule).plan(reference, configs, lambda const: const.get_data(), log=False).factors

@@ -3,19 +3,27 @@ Data-free per-input-channel equalization, folded into an OpenVINO model (`nncf_h
 
 - `patterns`: which MatMuls share an input and which producer of that input absorbs a scale (OpenVINO graph);
 - `scales`: the candidate scales, on `nncf.tensor` Tensors;
-- `algorithm`: the `Equalization` algorithm that plans the scales of a model; the OpenVINO backend of nncf-hqq
-  (`nncf_hqq._nncf`) applies its plan while NNCF compresses the model.
+- `algorithm`: the `Equalization` algorithm that plans the scales of a model; `nncf_hqq.compression_session`
+  applies its plan while NNCF compresses the model.
 """
 
 import openvino as ov
-from openvino import opset13 as opset
 
 from nncf_hqq.equalization.algorithm import Equalization
 from nncf_hqq.equalization.algorithm import EqualizationPlan
 from nncf_hqq.equalization.algorithm import EqualizationRule
+from nncf_hqq.equalization.algorithm import WeightConfig
 from nncf_hqq.equalization.patterns import find_scale_groups
+from nncf_hqq.graph_journal import replace_constant
 
-__all__ = ["Equalization", "EqualizationPlan", "EqualizationRule", "fold_equalization", "replace_constants"]
+__all__ = [
+    "Equalization",
+    "EqualizationPlan",
+    "EqualizationRule",
+    "WeightConfig",
+    "fold_equalization",
+    "replace_constants",
+]
 
 
 def fold_equalization(model: ov.Model, rule: EqualizationRule, group_size: int = 64) -> EqualizationPlan:
@@ -27,7 +35,7 @@ def fold_equalization(model: ov.Model, rule: EqualizationRule, group_size: int =
     configs = {}
     for group in find_scale_groups(model):
         for consumer in group.consumers:
-            configs[consumer.node.get_friendly_name()] = (group_size, 4, consumer.axis)
+            configs[consumer.node.get_friendly_name()] = WeightConfig(group_size, 4, consumer.axis)
     plan = Equalization(rule).plan(model, configs, lambda const: const.get_data())
     replace_constants(model, plan)
     return plan
@@ -37,7 +45,4 @@ def replace_constants(model: ov.Model, plan: EqualizationPlan) -> None:
     """Replaces every constant that `plan` scales by its scaled value (same element type and name)."""
     constants = {op.get_friendly_name(): op for op in model.get_ordered_ops() if op.get_type_name() == "Constant"}
     for name in plan.factors:
-        old = constants[name]
-        new = opset.constant(plan.apply(name, old.get_data()), dtype=old.get_element_type(), name=name)
-        for target in list(old.output(0).get_target_inputs()):
-            target.replace_source_output(new.output(0))
+        replace_constant(constants[name], plan.apply(name, constants[name].get_data()))

@@ -11,6 +11,7 @@ factors (at once, or as each weight is compressed) is the backend's.
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
+from typing import NamedTuple
 
 import numpy as np
 import openvino as ov
@@ -86,8 +87,15 @@ class EqualizationPlan:
         return value
 
 
-# (group size, number of bits, grouped axis) of the compression of each weight constant NNCF compresses, by name
-WeightConfigs = dict[str, tuple[int, int, int]]
+class WeightConfig(NamedTuple):
+    """How NNCF compresses one weight constant, as far as equalization is concerned."""
+
+    group_size: int  # -1: per channel
+    num_bits: int
+    axis: int  # the grouped (reduction) axis of the constant, non-negative
+
+
+WeightConfigs = dict[str, WeightConfig]  # by weight constant name; the weights NNCF compresses to integers only
 
 
 class Equalization:
@@ -118,7 +126,8 @@ class Equalization:
                 plan.skipped[group.name] = reason
                 continue
             weights, maps = self._weights_as_rows(plan, group, read)
-            c = self.scales(weights, maps, group, weight_configs[group.consumers[0].node.get_friendly_name()][0])
+            group_size = weight_configs[group.consumers[0].node.get_friendly_name()].group_size
+            c = self.scales(weights, maps, group, group_size)
             if not np.all(np.isfinite(c)):
                 plan.skipped[group.name] = "non-finite weights"
                 continue
@@ -153,12 +162,11 @@ class Equalization:
         configs = [weight_configs.get(c.node.get_friendly_name()) for c in group.consumers]
         if None in configs:
             return "a consumer weight is not compressed to an integer type"
-        if any(config[2] != consumer.axis for config, consumer in zip(configs, group.consumers, strict=True)):
+        if any(config.axis != consumer.axis for config, consumer in zip(configs, group.consumers, strict=True)):
             return "a consumer weight is not grouped along its input channels"
-        if len({config[:2] for config in configs}) != 1:
+        if len({(config.group_size, config.num_bits) for config in configs}) != 1:
             return "the consumer weights are compressed differently"
-        group_size, num_bits, _ = configs[0]
-        if num_bits != 4 or group_size <= 0:
+        if configs[0].num_bits != 4 or configs[0].group_size <= 0:
             return "the consumer weights are not compressed to 4 bits in groups"
         return None
 

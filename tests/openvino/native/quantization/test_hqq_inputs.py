@@ -11,7 +11,7 @@ from nncf.quantization.algorithms.weight_compression.weight_lowering import calc
 from nncf.tensor import Tensor
 from openvino import opset13 as opset
 
-import nncf_hqq._nncf
+import nncf_hqq.zero_point_storage
 from nncf_hqq import HQQ
 from nncf_hqq import AdvancedCompressionParameters
 from nncf_hqq import AdvancedHQQParameters
@@ -86,7 +86,9 @@ def test_failure_while_compressing_leaves_the_model_untouched(monkeypatch, stora
     model = linear_model({f"w{i}": heavy_tailed_weight((64, 128), seed=i) for i in range(3)})
     snapshot = _snapshot(model)
     calls = []
-    target = (HQQWeightTask, "solve") if failing_step == "solve" else (nncf_hqq._nncf, "add_zero_point_offset")
+    target = (
+        (HQQWeightTask, "solve") if failing_step == "solve" else (nncf_hqq.zero_point_storage, "add_zero_point_offset")
+    )
     original = getattr(*target)
 
     def fail_on_third_call(*args, **kwargs):

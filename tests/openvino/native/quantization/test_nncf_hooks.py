@@ -47,12 +47,12 @@ def test_nncf_calls_every_hook_of_the_seam(monkeypatch, options):
         return cls
 
     monkeypatch.setattr(nncf_hqq.compress, "weight_compression_class", counting_class)
-    given_codes = _nncf._compress_weight_keeping_given_codes
+    given_codes = _nncf.keeping_given_codes
 
     def counting_codes(compress_weight):
         return _counting(calls, "compress_weight", given_codes(compress_weight))
 
-    monkeypatch.setattr(_nncf, "_compress_weight_keeping_given_codes", counting_codes)
+    monkeypatch.setattr(_nncf, "keeping_given_codes", counting_codes)
     model = compress_weights(mlp_model(*bert_mlp_weights()), mode=CompressWeightsMode.INT4_ASYM, group_size=64,
                              hqq=True, **options)  # fmt: skip
     hooks = (*BACKEND_HOOKS, *ALGORITHM_HOOKS, "compress_weight")

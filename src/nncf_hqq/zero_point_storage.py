@@ -1,5 +1,6 @@
 """
-The zero point offset storage: a float zero point as NNCF's integer one plus a per-group offset.
+Storage of float zero points, which NNCF's u4/u8 zero point constant would truncate: as an f16 constant
+(`Constant(f16) -> Subtract`), or as NNCF's integer zero point plus a per-group offset.
 
 For a group with scale s and float zero point z, s (q - z) = s (q - z_int) + d with d = s (z_int - z). For a MatMul
 whose weight W is grouped along the contraction axis in groups of g,
@@ -10,9 +11,14 @@ where W_int is NNCF's standard compressed weight (integer zero point: the fast I
 the offsets d, [out, in / g], a MatMul g times smaller.
 """
 
+from typing import Any
+
 import numpy as np
 import openvino as ov
 from openvino import opset13 as opset
+
+from nncf_hqq.graph_journal import GraphJournal
+from nncf_hqq.openvino_graph import replace_zero_point
 
 
 def split_zero_point(scale: np.ndarray, zero_point: np.ndarray, num_bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,3 +61,48 @@ def add_zero_point_offset(matmul: ov.Node, offset: np.ndarray, name: str, groups
     for target in targets:
         target.replace_source_output(add.output(0))
     return add
+
+
+class FloatZeroPoints:
+    """
+    Stores the float zero points of the weights NNCF has just compressed (`store`, per weight), and with `offsets`
+    adds the per-group offsets to their MatMuls once NNCF's transform is done (`add_offsets`).
+    """
+
+    def __init__(self, offsets: bool, journal: GraphJournal):
+        self.offsets = offsets
+        self._journal = journal
+        self._pending: dict[str, np.ndarray] = {}  # weight constant name -> f16 offsets, in the scale's layout
+
+    def store(self, mul: ov.Node, const_name: str, compressed: Any, num_bits: int, zero_point_type: ov.Type) -> None:
+        """
+        Re-wires the zero point of NNCF's compression subgraph `mul` of the weight `const_name` when NNCF's
+        `compressed` weight has one that is float and not integer-valued (scale estimation's integer-valued ones
+        stay NNCF's `zero_point_type` constant).
+        """
+        zero_point = compressed.zero_point
+        if zero_point is None or not zero_point.dtype.is_float():
+            return
+        zero_point = zero_point.as_numpy_tensor().data.astype(np.float32)
+        if np.array_equal(zero_point, np.round(zero_point)):
+            return
+        name = f"{const_name}/zero_point"
+        if not self.offsets:
+            replace_zero_point(mul, const_name, opset.constant(zero_point, dtype=ov.Type.f16, name=name))
+            return
+        scale = compressed.scale.as_numpy_tensor().data
+        integer_zero_point, self._pending[const_name] = split_zero_point(scale, zero_point, num_bits)
+        integer_const = opset.constant(integer_zero_point, dtype=zero_point_type, name=name)
+        replace_zero_point(mul, const_name, opset.convert(integer_const, ov.Type.f16))
+
+    def add_offsets(self, matmuls: dict[str, ov.Node]) -> None:
+        """Adds the offsets stored so far to the MatMuls of their weights (by weight constant name), journaled."""
+        groupsums: dict = {}
+        for const_name, offset in self._pending.items():
+            matmul = matmuls[const_name]
+            self._journal.record_consumers(matmul.output(0))
+            add_zero_point_offset(matmul, offset, f"{const_name}/zero_point_offset", groupsums)
+        self._pending = {}
+
+    def clear(self) -> None:
+        self._pending = {}

@@ -1,0 +1,40 @@
+"""
+The codes of a precomputed integer weight, stored as they are: NNCF would quantize the weight again from the
+given scale and zero point, which can round differently from the solver that chose them.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import openvino as ov
+from nncf.tensor import Tensor
+
+from nncf_hqq.openvino_graph import u4_tensor
+
+
+def carries_codes(compressed: Any, is_integer: bool) -> bool:
+    """Whether a precomputed weight (NNCF's `CompressedWeight` or None) of an integer config has its codes."""
+    return is_integer and compressed is not None and compressed.tensor is not None
+
+
+def with_codes_as_constant_data(compressed: Any, codes_type: ov.Type) -> Any:
+    """
+    The weight with its unsigned integer codes (uint8 values) as NNCF's OpenVINO quantization returns them: codes
+    of `codes_type` u4 as a u4 OpenVINO tensor, which a constant shares; others as they are.
+    """
+    if codes_type != ov.Type.u4:
+        return compressed
+    codes = compressed.tensor.as_numpy_tensor().data
+    return dataclasses.replace(compressed, tensor=Tensor(u4_tensor(codes, tuple(compressed.tensor.shape))))
+
+
+def keeping_given_codes(compress_weight: Callable) -> Callable:
+    """NNCF's `compress_weight`, except that a precomputed integer weight that has its codes is used as it is."""
+
+    def compress_weight_keeping_given_codes(weight, reduction_axes, config, precomputed_compressed_weight=None):
+        if carries_codes(precomputed_compressed_weight, config.is_integer):
+            return precomputed_compressed_weight
+        return compress_weight(weight, reduction_axes, config, precomputed_compressed_weight)
+
+    return compress_weight_keeping_given_codes
