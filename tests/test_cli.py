@@ -167,7 +167,7 @@ def test_failure_midway_leaves_no_output_and_no_partial_directory(bundled_hqq, c
     def fail(*args, **kwargs):
         raise nncf.InternalError("simulated failure while compressing")
 
-    monkeypatch.setattr("nncf_hqq.cli.pipeline.compress_weights", fail)
+    monkeypatch.setattr("nncf_hqq.cli.pipeline.compress_weights_and_plan", fail)
     with pytest.raises(nncf.InternalError):
         compress_llm(None, tmp_path / "out", CompressionOptions(), cache_dir=cache_dir)
     assert list(tmp_path.iterdir()) == []

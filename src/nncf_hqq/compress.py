@@ -20,6 +20,7 @@ from nncf_hqq.calibration.parameters import SelfCalibrationParameters
 from nncf_hqq.calibration.self_written import self_written_data
 from nncf_hqq.compression_session import SeamSettings
 from nncf_hqq.equalization.algorithm import Equalization
+from nncf_hqq.equalization.algorithm import EqualizationPlan
 from nncf_hqq.equalization.algorithm import EqualizationRule
 from nncf_hqq.hqq import HQQ
 from nncf_hqq.hqq import SUPPORTED_MODES
@@ -49,13 +50,22 @@ def compress_weights(model: TModel, *, hqq: bool | None = None, **kwargs: Any) -
     :param hqq: Whether to compute quantization parameters with HQQ. Only OpenVINO models are supported.
     :return: The model with compressed weights (the input `ov.Model` object, transformed in place, as in NNCF).
     """
+    return compress_weights_and_plan(model, hqq=hqq, **kwargs)[0]
+
+
+def compress_weights_and_plan(
+    model: TModel, *, hqq: bool | None = None, **kwargs: Any
+) -> tuple[TModel, EqualizationPlan | None]:
+    """`compress_weights`, and the equalization it applied (None if none): its factors per constant."""
     if not hqq:
-        return nncf_compress_weights(model, **kwargs)
+        return nncf_compress_weights(model, **kwargs), None
     arguments = _with_nncf_defaults(model, kwargs)
-    settings = _resolve_settings(model, arguments)
+    plans: list[EqualizationPlan] = []
+    settings = dataclasses.replace(_resolve_settings(model, arguments), record_plan=plans.append)
     weight_compression_cls = weight_compression_class(settings)
     with nncf_rt_info_restored_on_error(model), openvino_weight_compression_class(weight_compression_cls):
-        return nncf_compress_weights(model, **arguments)
+        model = nncf_compress_weights(model, **arguments)
+    return model, (plans[0] if plans else None)
 
 
 def _with_nncf_defaults(model: TModel, kwargs: dict[str, Any]) -> dict[str, Any]:

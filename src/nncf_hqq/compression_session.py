@@ -65,6 +65,7 @@ class SeamSettings:
     :param equalization: The equalization to plan and fold, or None.
     :param equalize_at: When it is planned and applied: "statistics", "precision" or "transform" (see
         `CompressionSession`).
+    :param record_plan: Called with the equalization plan once it is made (its factors say what was applied).
     """
 
     algorithm: PrecomputingAlgorithm
@@ -75,6 +76,7 @@ class SeamSettings:
     eager: bool = False
     equalization: Equalization | None = None
     equalize_at: str = "transform"
+    record_plan: Callable[[EqualizationPlan], None] = lambda plan: None
 
 
 @dataclass
@@ -146,6 +148,7 @@ class CompressionSession:
         constants = self._backend.constant_nodes()
         plan = self.settings.equalization.plan(model, configs, self._backend.read_constant)
         self.equalization_plan = plan
+        self.settings.record_plan(plan)
         for name in plan.factors:
             if materialize or name not in configs:
                 value = plan.apply(name, self._backend.read_constant(constants[name]))

@@ -15,6 +15,7 @@ from pathlib import Path
 import nncf
 import numpy as np
 import openvino as ov
+from nncf.quantization.advanced_parameters import GroupSizeFallbackMode
 
 from nncf_hqq.calibration.parameters import SelfCalibrationParameters
 from nncf_hqq.calibration.parameters import bos_token_id
@@ -32,8 +33,7 @@ from nncf_hqq.cli.workdirs import chmod_like_mkdir
 from nncf_hqq.cli.workdirs import locked
 from nncf_hqq.cli.workdirs import make_temporary_dir
 from nncf_hqq.cli.workdirs import remove_stale_temporaries
-from nncf_hqq.compress import compress_weights
-from nncf_hqq.equalization import EqualizationRule
+from nncf_hqq.compress import compress_weights_and_plan
 from nncf_hqq.parameters import AdvancedCompressionParameters
 from nncf_hqq.parameters import AdvancedHQQParameters
 
@@ -123,10 +123,6 @@ class CompressionOptions:
             given["equalization"] = self.equalization
         return AdvancedHQQParameters(**given)
 
-    def equalization_rule(self) -> EqualizationRule | None:
-        """The equalization `compress_weights` applies with these options, None if none."""
-        return EqualizationRule.from_parameters(self.hqq_params()) if self.method == "hqq" else None
-
     @property
     def mode(self) -> nncf.CompressWeightsMode:
         return nncf.CompressWeightsMode(f"int{self.bits}_{'sym' if self.sym else 'asym'}")
@@ -139,6 +135,9 @@ class CompressionOptions:
         self-written calibration text is kept in `cache_dir` when given.
         """
         kwargs = {"mode": self.mode, "hqq": self.method == "hqq"}
+        # a weight whose input channels the group size does not divide (Cohere's rotary embedding MatMul, layers
+        # of 576 channels at --group-size 128) takes the largest power-of-two group that does, or else INT8
+        advanced = {"group_size_fallback_mode": GroupSizeFallbackMode.ADJUST}
         if self.bits == 4:
             kwargs.update(group_size=self.group_size, ratio=self.ratio, awq=self.awq or None)
         if self.keep_lm_head_fp16:
@@ -148,9 +147,8 @@ class CompressionOptions:
             if self.calibration == "self":
                 bos = None if model_dir is None else bos_token_id(model_dir)
                 self_calibration = SelfCalibrationParameters(seed=self.seed, bos_token_id=bos, cache_dir=cache_dir)
-            kwargs["advanced_parameters"] = AdvancedCompressionParameters(
-                hqq_params=self.hqq_params(), self_calibration=self_calibration
-            )
+            advanced.update(hqq_params=self.hqq_params(), self_calibration=self_calibration)
+        kwargs["advanced_parameters"] = AdvancedCompressionParameters(**advanced)
         return kwargs
 
 
@@ -234,12 +232,13 @@ def _compress_ir(
     chmod_like_mkdir(partial)
     try:
         start = time.perf_counter()
-        model = compress_weights(model, **options.compress_weights_kwargs(model, ir_file.parent, calibration_cache))
+        kwargs = options.compress_weights_kwargs(model, ir_file.parent, calibration_cache)
+        model, equalization = compress_weights_and_plan(model, **kwargs)
         seconds = time.perf_counter() - start
         with step("Writing the model and measuring its weight error"):
             save_model(model, partial / IR_FILE)
             copy_companion_files(ir_file.parent, partial)
-            layers = layer_reports(model, read_ir(ir_file, description), options.equalization_rule())
+            layers = layer_reports(model, read_ir(ir_file, description), equalization)
             calibration = _calibration_record(model)
             del model
             metadata = _metadata(description, options, seconds, layers, ir_file, partial / IR_FILE)

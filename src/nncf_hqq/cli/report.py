@@ -3,10 +3,7 @@
 import numpy as np
 import openvino as ov
 
-from nncf_hqq.equalization import Equalization
-from nncf_hqq.equalization import EqualizationRule
-from nncf_hqq.equalization.algorithm import WeightConfig
-from nncf_hqq.equalization.patterns import find_scale_groups
+from nncf_hqq.equalization import EqualizationPlan
 
 LOW_BIT_TYPES = (ov.Type.u4, ov.Type.i4)
 INTEGER_WEIGHT_TYPES = (ov.Type.u4, ov.Type.i4, ov.Type.u8, ov.Type.i8)
@@ -49,15 +46,15 @@ def dequantize(consts: dict[str, ov.Node], name: str) -> np.ndarray:
 
 
 def layer_reports(
-    compressed: ov.Model, reference: ov.Model, equalization: EqualizationRule | None = None
+    compressed: ov.Model, reference: ov.Model, equalization: EqualizationPlan | None = None
 ) -> list[dict]:
     """
     One entry per NNCF-compressed weight: name, shape, precision ("int4_asym", "int8_sym", ...), group size and
     relative reconstruction error ||W - W_hat|| / ||W|| against the same-named constant of `reference`.
 
-    With the `equalization` the model was compressed with, W_hat is the weight the compressed model effectively
-    applies to the original input: its dequantized weight with the equalization factors divided out (the plan is
-    made again on `reference`, for the weights `compressed` holds in 4-bit groups).
+    With the `equalization` the model was compressed with (`compress_weights_and_plan`), W_hat is the weight the
+    compressed model effectively applies to the original input: its dequantized weight with the equalization
+    factors divided out.
     """
     consts = constants_by_name(compressed)
     reference_consts = constants_by_name(reference)
@@ -81,7 +78,7 @@ def layer_reports(
                 "num_scales": int(np.prod(list(consts[f"{name}/scale"].get_output_shape(0)))),
             }
         )
-    factors = {} if equalization is None else _equalization_factors(reference, reports, equalization)
+    factors = {} if equalization is None else equalization.factors
     for report in reports:
         name = report["name"]
         weight = constant_value(reference_consts[name]).astype(np.float64)
@@ -93,16 +90,3 @@ def layer_reports(
         norm = np.linalg.norm(weight)
         report["relative_error"] = float(np.linalg.norm(effective - weight) / norm) if norm > 0 else 0.0
     return reports
-
-
-def _equalization_factors(reference: ov.Model, reports: list[dict], rule: EqualizationRule) -> dict:
-    """The factors equalization multiplied each constant of `reference` by, planned as `compress_weights` did."""
-    by_name = {report["name"]: report for report in reports}
-    configs = {}
-    for group in find_scale_groups(reference):
-        for consumer in group.consumers:
-            report = by_name.get(consumer.node.get_friendly_name())
-            if report is not None:
-                bits = 4 if report["precision"].startswith("int4") else 8
-                configs[report["name"]] = WeightConfig(report["group_size"], bits, consumer.axis)
-    return Equalization(rule).plan(reference, configs, lambda const: const.get_data(), log=False).factors

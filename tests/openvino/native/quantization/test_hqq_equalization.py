@@ -19,6 +19,7 @@ from nncf_hqq import AdvancedCompressionParameters
 from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import compress_weights
 from nncf_hqq.cli.report import layer_reports
+from nncf_hqq.compress import compress_weights_and_plan
 from nncf_hqq.equalization import EqualizationPlan
 from nncf_hqq.equalization import EqualizationRule
 from nncf_hqq.equalization import fold_equalization
@@ -144,6 +145,10 @@ def test_scales_are_normalised_bounded_and_balance_the_weights():
 
 
 def _compress(ir: Path | ov.Model, **kwargs) -> ov.Model:
+    return _compress_and_plan(ir, **kwargs)[0]
+
+
+def _compress_and_plan(ir: Path | ov.Model, **kwargs) -> tuple[ov.Model, EqualizationPlan | None]:
     hqq_params = AdvancedHQQParameters(**kwargs.pop("hqq_params", {}))
     kwargs.setdefault("mode", nncf.CompressWeightsMode.INT4_ASYM)
     kwargs.setdefault("group_size", 32)
@@ -151,7 +156,7 @@ def _compress(ir: Path | ov.Model, **kwargs) -> ov.Model:
     fallback = GroupSizeFallbackMode.ADJUST
     advanced = AdvancedCompressionParameters(hqq_params=hqq_params, group_size_fallback_mode=fallback)
     model = ov.Core().read_model(ir) if isinstance(ir, Path) else ir
-    return compress_weights(model, hqq=True, advanced_parameters=advanced, **kwargs)
+    return compress_weights_and_plan(model, hqq=True, advanced_parameters=advanced, **kwargs)
 
 
 def _op_types(model: ov.Model) -> list[str]:
@@ -178,7 +183,6 @@ def test_equalized_model_has_the_ops_of_an_rtn_model_and_records_the_groups(smal
 
 def test_layer_report_measures_the_weights_the_equalized_model_applies(small_lm):
     _, ir = small_lm
-    rule = EqualizationRule("power")
     # input channels of unequal magnitudes, so that the equalization factors are far from 1
     reference = ov.Core().read_model(ir)
     spread = EqualizationPlan()
@@ -189,8 +193,9 @@ def test_layer_report_measures_the_weights_the_equalized_model_applies(small_lm)
             spread.multiply(consumer.node.get_friendly_name(), consumer.axis, np.exp(rng.standard_normal(size)))
     replace_constants(reference, spread)
     plain = layer_reports(_compress(reference.clone(), hqq_params={"equalization": "none"}), reference)
-    equalized = _compress(reference.clone(), hqq_params={"equalization": "power"})
-    effective = layer_reports(equalized, reference, rule)
+    equalized, plan = _compress_and_plan(reference.clone(), hqq_params={"equalization": "power"})
+    assert plan is not None and plan.factors
+    effective = layer_reports(equalized, reference, plan)
     assert [layer["name"] for layer in effective] == [layer["name"] for layer in plain]
     errors = np.array([[a["relative_error"], b["relative_error"]] for a, b in zip(plain, effective, strict=True)])
     assert np.all(errors[:, 1] < 2 * errors[:, 0]) and 0.5 < errors[:, 1].mean() / errors[:, 0].mean() < 1.5
