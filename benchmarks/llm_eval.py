@@ -24,6 +24,8 @@ PRECISIONS = {
     "default": {},
     # f32 arithmetic, no dynamic int8 activations, f32 KV cache: the differences of the weights alone
     "f32": {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0", "KV_CACHE_PRECISION": "f32"},
+    # the default settings without the dynamic int8 quantization of the compressed MatMuls' activations
+    "no-dynamic-quantization": {"DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"},
 }
 
 

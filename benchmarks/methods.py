@@ -107,7 +107,15 @@ METHODS = [
     ],
     *[
         Method(f"eq-{spec}+hqq-nosearch", _hqq(scale_search_steps=0, num_iterations=1), equalize=spec)
-        for spec in ("pow:0.5", "pow:0.5@norm,gated", "pow:0.25", "pow:0.5|guard")
+        for spec in (
+            "pow:0.5",
+            "pow:0.5@norm,gated",
+            "pow:0.5@gated,attention",
+            "pow:0.5@gated",
+            "pow:0.5@attention",
+            "pow:0.25",
+            "pow:0.5|guard",
+        )
     ],
     *[
         Method(f"eq-{spec}+hqq-u4", _hqq(scale_search_steps=7, num_iterations=1), equalize=spec)

@@ -28,6 +28,7 @@ import openvino as ov
 
 from benchmarks.corpus import corpus_text
 from benchmarks.corpus import token_ids
+from benchmarks.llm_eval import PRECISIONS
 from benchmarks.llm_eval import generation_speed
 from benchmarks.llm_eval import load_model
 from benchmarks.llm_eval import window_scores
@@ -176,9 +177,11 @@ def write_report(rows: list[dict], corpus_label: str, notes: dict, out_dir: Path
     window = rows[0]["tokens"] // len(rows[0]["window_nll"])
     out_dir.mkdir(parents=True, exist_ok=True)
     table = markdown(rows)
+    precision = rows[0].get("precision", "default")
+    settings = "" if precision == "default" else f"; inference settings {precision} (benchmarks.llm_eval.PRECISIONS)"
     header = (
         f"Corpus: {corpus_label}; windows of {window} tokens, {rows[0]['tokens']} tokens per model "
-        f"(first model); written {date.today().isoformat()}.\n\n"
+        f"(first model){settings}; written {date.today().isoformat()}.\n\n"
         + "\n".join(f"- {name}: {note}" for name, note in notes.items())
     )
     (out_dir / "results.md").write_text(header + "\n\n" + table + "\n")
@@ -223,6 +226,8 @@ def main(argv: list[str] | None = None) -> None:
         help="SmolLM2, a few methods, int4_asym g64, 4k tokens, generation speed of 16 tokens once",
     )  # fmt: skip
     parser.add_argument("--no-speed", action="store_true", help="skip the generation speed measurement")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="default",
+                        help="inference settings of every model scored (benchmarks.llm_eval.PRECISIONS)")  # fmt: skip
     parser.add_argument(
         "--self-sequences", type=int, default=SelfCalibrationParameters.num_sequences,
         help="sequences the model writes for the self: methods",
@@ -297,10 +302,12 @@ def main(argv: list[str] | None = None) -> None:
             dataset = calibration.dataset(run_method.calibration) if run_method.data_aware else None
             seconds = compress(ir_file, run_method, mode, group_size, dataset, out_dir)
             reference_dir = None if run_method.name == FULL_PRECISION else ir_file.parent
-            model = load_model(out_dir)  # compiled once for the scores and the speed
-            scores = window_scores(out_dir, windows, reference_dir, model=model)
+            model = load_model(out_dir, args.precision)  # compiled once for the scores and the speed
+            scores = window_scores(out_dir, windows, reference_dir, args.precision, model=model)
             if args.score_self_text and reference_dir is not None:  # the same measures on the model's own text
-                own = window_scores(out_dir, calibration.self_written.sequences, reference_dir, model=model)
+                own = window_scores(
+                    out_dir, calibration.self_written.sequences, reference_dir, args.precision, model=model
+                )
                 scores.update({f"self_text_{key}": value for key, value in own.items()})
             latency, speed = math.nan, math.nan
             if not args.no_speed:
@@ -308,9 +315,9 @@ def main(argv: list[str] | None = None) -> None:
             del model
             rows.append({
                 "model": model_name, "mode": mode, "group_size": group_size, "method": run_method.name,
-                "ppl": float(np.exp(np.mean(scores["window_nll"]))), **scores, "compress_seconds": seconds,
-                "size_bytes": model_size(out_dir), "first_token_s": latency, "tokens_per_s": speed,
-                "tokens": int(windows.size),
+                "precision": args.precision, "ppl": float(np.exp(np.mean(scores["window_nll"]))), **scores,
+                "compress_seconds": seconds, "size_bytes": model_size(out_dir), "first_token_s": latency,
+                "tokens_per_s": speed, "tokens": int(windows.size),
                 "calibration_seconds": calibration.self_seconds if run_method.calibration == "self" else None,
             })  # fmt: skip
             saved_rows.parent.mkdir(parents=True, exist_ok=True)
