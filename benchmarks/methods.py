@@ -18,6 +18,7 @@ import openvino as ov
 from nncf.quantization.advanced_parameters import GroupSizeFallbackMode
 
 from nncf_hqq import AdvancedCompressionParameters
+from nncf_hqq import AdvancedEqualizationParameters
 from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import compress_weights
 from nncf_hqq.cli.pipeline import copy_companion_files
@@ -29,8 +30,8 @@ FULL_PRECISION = "float"  # the uncompressed model's row (as exported: f16 LLMs,
 class Method:
     """
     :param name: Registry name.
-    :param kwargs: `nncf_hqq.compress_weights` arguments besides mode, group size and dataset; `hqq_params` goes
-        into the advanced parameters.
+    :param kwargs: `nncf_hqq.compress_weights` arguments besides mode, group size and dataset; `hqq_params` and
+        `equalization_params` go into the advanced parameters.
     :param data_aware: Whether the method needs a calibration dataset.
     :param calibration: The dataset a data-aware method is fed: "text" (real text, disjoint from the evaluated)
         or "self" (text the uncompressed model wrote, `nncf_hqq.calibration`).
@@ -43,9 +44,13 @@ class Method:
     calibration: str = "text"
 
 
-def _hqq(**hqq_params) -> dict:
+def _hqq(equalization: str = "none", **hqq_params) -> dict:
     """HQQ with these parameters; without equalization unless given (so that pinned methods stay pinned)."""
-    return {"hqq": True, "hqq_params": AdvancedHQQParameters(**{"equalization": "none", **hqq_params})}
+    return {
+        "hqq": True,
+        "hqq_params": AdvancedHQQParameters(**hqq_params),
+        "equalization_params": AdvancedEqualizationParameters(method=equalization),
+    }
 
 
 METHODS = [
@@ -54,6 +59,9 @@ METHODS = [
     # `hqq=True` as a user calls it (power equalization, one HQQ iteration from RTN), and its zero point storages
     Method("hqq-default", {"hqq": True}),
     Method("hqq-f16zp", {"hqq": True, "hqq_params": AdvancedHQQParameters(zero_point_storage="float16")}),
+    # mixed precision: a share `ratio` of the weights in 4 bits, the rest INT8 (NNCF's sensitivity ranking)
+    *[Method(f"rtn-r{r}", {"ratio": r}) for r in (0.8, 0.5)],
+    *[Method(f"hqq-default-r{r}", {"hqq": True, "ratio": r}) for r in (0.8, 0.5)],
     Method("hqq-offset", {"hqq": True, "hqq_params": AdvancedHQQParameters(zero_point_storage="offset")}),
     # equalization (nncf_hqq.equalization) without and with HQQ, pinned
     Method("rtn+eq-power", _hqq(equalization="power", scale_search_steps=0, num_iterations=0)),
@@ -159,11 +167,10 @@ def compress_model(
     if method.name == FULL_PRECISION:
         return model, 0.0
     kwargs = dict(method.kwargs)
-    hqq_params = kwargs.pop("hqq_params", None)
+    given = {name: kwargs.pop(name) for name in ("hqq_params", "equalization_params") if name in kwargs}
     # group sizes that do not divide a layer's channels fall back to a smaller group, alike for every method
     advanced = AdvancedCompressionParameters(group_size_fallback_mode=GroupSizeFallbackMode.ADJUST)
-    if hqq_params is not None:
-        advanced = dataclasses.replace(advanced, hqq_params=hqq_params)
+    advanced = dataclasses.replace(advanced, **given)
     start = time.perf_counter()
     if method.equalize is not None:
         from benchmarks import equalization_experiments

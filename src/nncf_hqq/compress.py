@@ -22,11 +22,12 @@ from nncf_hqq.compression_session import SeamSettings
 from nncf_hqq.equalization.algorithm import Equalization
 from nncf_hqq.equalization.algorithm import EqualizationPlan
 from nncf_hqq.equalization.algorithm import EqualizationRule
+from nncf_hqq.equalization.parameters import AdvancedEqualizationParameters
+from nncf_hqq.equalization.parameters import EqualizationMethod
 from nncf_hqq.hqq import HQQ
 from nncf_hqq.hqq import SUPPORTED_MODES
 from nncf_hqq.hqq import check_weight_is_finite
 from nncf_hqq.parameters import AdvancedHQQParameters
-from nncf_hqq.parameters import HQQEqualization
 from nncf_hqq.parameters import HQQZeroPointStorage
 
 TModel = TypeVar("TModel")
@@ -82,14 +83,16 @@ def _resolve_settings(model: TModel, arguments: dict[str, Any]) -> SeamSettings:
     """
     advanced_parameters, mode = arguments["advanced_parameters"], arguments["mode"]
     hqq_params = getattr(advanced_parameters, "hqq_params", None) or AdvancedHQQParameters()
-    _check_hqq_arguments(model, mode, arguments["gptq"], hqq_params)
-    if mode == CompressWeightsMode.INT4_SYM and hqq_params.equalization == HQQEqualization.NONE:
+    equalization_params = getattr(advanced_parameters, "equalization_params", None) or AdvancedEqualizationParameters()
+    _check_hqq_arguments(model, mode, arguments["gptq"], hqq_params, equalization_params)
+    if mode == CompressWeightsMode.INT4_SYM and equalization_params.method == EqualizationMethod.NONE:
         nncf_logger.warning(
             "HQQ without equalization in INT4_SYM was measured worse than NNCF's RTN on some models; with the "
             "default equalization it was better on all five models measured (KL divergence, embedding error). "
             "See benchmarks/RESULTS.md."
         )
     rt_info = {"enabled": True, **{k: _rt_value(v) for k, v in dataclasses.asdict(hqq_params).items()}}
+    rt_info.update(equalization=equalization_params.method.value, equalization_alpha=equalization_params.alpha)
     self_calibration = getattr(advanced_parameters, "self_calibration", None)
     if self_calibration is not None:
         _check_self_calibration(self_calibration, arguments["dataset"], mode)
@@ -112,7 +115,7 @@ def _resolve_settings(model: TModel, arguments: dict[str, Any]) -> SeamSettings:
         equalize_at = "precision"
     else:
         equalize_at = "transform"
-    rule = EqualizationRule.from_parameters(hqq_params)
+    rule = EqualizationRule.from_parameters(equalization_params)
     return SeamSettings(
         algorithm=HQQ(hqq_params),
         check_weight=check_weight_is_finite,
@@ -125,7 +128,13 @@ def _resolve_settings(model: TModel, arguments: dict[str, Any]) -> SeamSettings:
     )
 
 
-def _check_hqq_arguments(model, mode: CompressWeightsMode, gptq: bool | None, params: AdvancedHQQParameters) -> None:
+def _check_hqq_arguments(
+    model,
+    mode: CompressWeightsMode,
+    gptq: bool | None,
+    params: AdvancedHQQParameters,
+    equalization_params: AdvancedEqualizationParameters,
+) -> None:
     if get_backend(model) != BackendType.OPENVINO:
         msg = f"HQQ supports OpenVINO models (openvino.Model) only, got {type(model).__name__}."
         raise nncf.UnsupportedBackendError(msg)
@@ -135,7 +144,12 @@ def _check_hqq_arguments(model, mode: CompressWeightsMode, gptq: bool | None, pa
     if gptq:
         msg = "HQQ and GPTQ both compute the quantization parameters: set one of hqq and gptq, not both."
         raise nncf.ValidationError(msg)
+    for given, expected in ((params, AdvancedHQQParameters), (equalization_params, AdvancedEqualizationParameters)):
+        if not isinstance(given, expected):
+            msg = f"Pass HQQ's parameters as {expected.__name__} (in AdvancedCompressionParameters), got {given!r}."
+            raise nncf.ValidationError(msg)
     params.validate()
+    equalization_params.validate()
     if params.zero_point_storage != HQQZeroPointStorage.INTEGER and mode in SYMMETRIC_MODES:
         msg = (
             f"AdvancedHQQParameters.zero_point_storage {params.zero_point_storage.value} needs an asymmetric mode "

@@ -1,15 +1,18 @@
 """User-facing parameters of HQQ weight compression."""
 
-import math
-import numbers
 from dataclasses import dataclass
 from dataclasses import field
 from enum import Enum
 
-import nncf
 from nncf.quantization.advanced_parameters import AdvancedCompressionParameters as NNCFAdvancedCompressionParameters
 
 from nncf_hqq.calibration.parameters import SelfCalibrationParameters
+from nncf_hqq.equalization.parameters import AdvancedEqualizationParameters
+from nncf_hqq.validation import check_bool
+from nncf_hqq.validation import check_enum
+from nncf_hqq.validation import check_integer
+from nncf_hqq.validation import check_real
+from nncf_hqq.validation import enum_from_string
 
 # Relative step of the scale expansion search: the candidate scales are (1 + SCALE_SEARCH_STEP k) s_RTN.
 SCALE_SEARCH_STEP = 0.02
@@ -34,31 +37,13 @@ class HQQZeroPointStorage(Enum):
     OFFSET = "offset"
 
 
-class HQQEqualization(Enum):
-    """
-    Data-free per-input-channel equalization before compression: for MatMuls sharing an input, the weights' input
-    columns are divided by scales c and the input's producer (a norm's scale, the rows of up_proj for down_proj,
-    of v_proj for o_proj) multiplies its output by c, so the float model is unchanged and the compressed one keeps
-    the ops of an RTN model (`nncf_hqq.equalization`).
-
-    :param NONE: No equalization.
-    :param POWER: c_k = (mean over the rows of |W_ik|)^alpha, alpha = `AdvancedHQQParameters.equalization_alpha`.
-    :param SINKHORN: c balancing the standard deviations of the rows and columns of each group of columns
-        (Sinkhorn-Knopp, as SINQ).
-    """
-
-    NONE = "none"
-    POWER = "power"
-    SINKHORN = "sinkhorn"
-
-
 @dataclass
 class AdvancedHQQParameters:
     """
-    Parameters of HQQ weight compression: the equalization folded into the model, then per weight the scale search
-    and the half-quadratic proximal solver.
+    Parameters of HQQ weight compression: per weight, the scale search and the half-quadratic proximal solver (the
+    equalization folded into the model first has its own, `AdvancedEqualizationParameters`).
 
-    Defaults: power equalization, no scale search, one proximal iteration from RTN's parameters (asymmetric modes).
+    Defaults: no scale search, one proximal iteration from RTN's parameters (asymmetric modes).
 
     :param num_iterations: Number of proximal iterations per weight (0: the starting parameters alone, RTN's or the
         scale search's). None: 1 in asymmetric modes (more iterations were measured not to lower perplexity) and
@@ -79,11 +64,6 @@ class AdvancedHQQParameters:
         data-free proxy for the magnitude of the activations the channel multiplies.
     :param clip_extremes: Let the integer-zero-point and symmetric solvers shrink a group's scale so far that the
         group's largest weights are clipped. It lowers the lp error, but clipping large weights hurts perplexity.
-    :param equalization: Per-input-channel equalization folded into the model first, see `HQQEqualization`;
-        `POWER` by default: of the configurations measured, the one that removed the most of RTN's KL divergence or
-        embedding error over five models without raising it beyond 1 SE on any (it raised Qwen2.5-Coder-0.5B's
-        perplexity; benchmarks/RESULTS.md).
-    :param equalization_alpha: The exponent of `HQQEqualization.POWER`, in (0, 1].
     """
 
     num_iterations: int | None = None
@@ -95,29 +75,18 @@ class AdvancedHQQParameters:
     refine_scale_estimation: bool = False
     clip_extremes: bool = False
     norm_importance: bool = False
-    equalization: HQQEqualization = HQQEqualization.POWER
-    equalization_alpha: float = 0.5
 
     def validate(self) -> None:
         """Raises nncf.ValidationError naming the first invalid field and what to change."""
-        _check_integer("num_iterations", self.num_iterations, allow_none=True)
-        _check_integer("scale_search_steps", self.scale_search_steps)
-        _check_real("lp_norm", self.lp_norm, "a number in (0, 1]", lambda x: 0.0 < x <= 1.0)
-        _check_real("beta", self.beta, "a positive finite number", lambda x: x > 0.0)
-        _check_real("kappa", self.kappa, "a positive finite number", lambda x: x > 0.0)
+        field = "AdvancedHQQParameters.{}".format
+        check_integer(field("num_iterations"), self.num_iterations, allow_none=True)
+        check_integer(field("scale_search_steps"), self.scale_search_steps)
+        check_real(field("lp_norm"), self.lp_norm, "a number in (0, 1]", lambda x: 0.0 < x <= 1.0)
+        check_real(field("beta"), self.beta, "a positive finite number", lambda x: x > 0.0)
+        check_real(field("kappa"), self.kappa, "a positive finite number", lambda x: x > 0.0)
         for name in ("refine_scale_estimation", "clip_extremes", "norm_importance"):
-            if not isinstance(getattr(self, name), bool):
-                msg = f"AdvancedHQQParameters.{name} must be True or False, got {getattr(self, name)!r}."
-                raise nncf.ValidationError(msg)
-        if not isinstance(self.zero_point_storage, HQQZeroPointStorage):
-            choices = [s.value for s in HQQZeroPointStorage]
-            msg = f"AdvancedHQQParameters.zero_point_storage must be one of {choices}, got {self.zero_point_storage!r}."
-            raise nncf.ValidationError(msg)
-        if not isinstance(self.equalization, HQQEqualization):
-            choices = [e.value for e in HQQEqualization]
-            msg = f"AdvancedHQQParameters.equalization must be one of {choices}, got {self.equalization!r}."
-            raise nncf.ValidationError(msg)
-        _check_real("equalization_alpha", self.equalization_alpha, "a number in (0, 1]", lambda x: 0.0 < x <= 1.0)
+            check_bool(field(name), getattr(self, name))
+        check_enum(field("zero_point_storage"), self.zero_point_storage, HQQZeroPointStorage)
 
     def iterations(self, asymmetric: bool) -> int:
         """The number of proximal iterations to run, `num_iterations` or its default for the mode."""
@@ -126,13 +95,7 @@ class AdvancedHQQParameters:
         return 1 if asymmetric else 20
 
     def __post_init__(self) -> None:
-        # Accept the string values ("int", "float16", "power", ...) as well as the enum members.
-        for name, enum in (("zero_point_storage", HQQZeroPointStorage), ("equalization", HQQEqualization)):
-            if isinstance(getattr(self, name), str):
-                try:
-                    setattr(self, name, enum(getattr(self, name)))
-                except ValueError:
-                    pass  # reported by validate()
+        self.zero_point_storage = enum_from_string(self.zero_point_storage, HQQZeroPointStorage)  # "int" too
 
 
 @dataclass
@@ -141,22 +104,11 @@ class AdvancedCompressionParameters(NNCFAdvancedCompressionParameters):
     NNCF's advanced compression parameters with nncf-hqq's added.
 
     :param hqq_params: Advanced parameters for the HQQ algorithm.
+    :param equalization_params: The equalization folded into the model before HQQ (with `hqq=True`).
     :param self_calibration: With `hqq=True` and no dataset: the model writes its own calibration text with these
         parameters, and NNCF's data-aware algorithms (AWQ, scale estimation) run on it. None: data-free.
     """
 
     hqq_params: AdvancedHQQParameters = field(default_factory=AdvancedHQQParameters)
+    equalization_params: AdvancedEqualizationParameters = field(default_factory=AdvancedEqualizationParameters)
     self_calibration: SelfCalibrationParameters | None = None
-
-
-def _check_integer(name: str, value, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
-        raise nncf.ValidationError(f"AdvancedHQQParameters.{name} must be a non-negative integer, got {value!r}.")
-
-
-def _check_real(name: str, value, requirement: str, predicate) -> None:
-    valid = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not valid or not predicate(float(value)):
-        raise nncf.ValidationError(f"AdvancedHQQParameters.{name} must be {requirement}, got {value!r}.")

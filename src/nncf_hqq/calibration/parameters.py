@@ -1,13 +1,16 @@
 """Parameters of self-written calibration text."""
 
 import json
-import math
 import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import nncf
+
+from nncf_hqq.validation import check_bool
+from nncf_hqq.validation import check_integer
+from nncf_hqq.validation import check_real
 
 
 @dataclass
@@ -47,17 +50,12 @@ class SelfCalibrationParameters:
 
     def validate(self) -> None:
         """Raises nncf.ValidationError naming the first invalid field and what to change."""
+        field = "SelfCalibrationParameters.{}".format
         for name in ("num_sequences", "length", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-                msg = f"SelfCalibrationParameters.{name} must be a positive integer, got {value!r}."
-                raise nncf.ValidationError(msg)
+            check_integer(field(name), getattr(self, name), minimum=1)
         if self.length < 3:
             raise nncf.ValidationError(f"SelfCalibrationParameters.length must be at least 3, got {self.length}.")
-        if not isinstance(self.spread_start, bool):
-            raise nncf.ValidationError(
-                f"SelfCalibrationParameters.spread_start must be True or False, got {self.spread_start!r}."
-            )
+        check_bool(field("spread_start"), self.spread_start)
         if self.cache_dir is not None and not isinstance(self.cache_dir, str | os.PathLike):
             msg = f"SelfCalibrationParameters.cache_dir must be a directory path or None, got {self.cache_dir!r}."
             raise nncf.ValidationError(msg)
@@ -67,12 +65,8 @@ class SelfCalibrationParameters:
             raise nncf.ValidationError(msg)
         if not isinstance(self.seed, numbers.Integral) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
             raise nncf.ValidationError(f"SelfCalibrationParameters.seed must be in [0, 2^32 - 1], got {self.seed!r}.")
-        for name, valid in (("temperature", lambda x: x > 0.0), ("top_p", lambda x: 0.0 < x <= 1.0)):
-            value = getattr(self, name)
-            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-            if not ok or not valid(float(value)):
-                requirement = "a positive number" if name == "temperature" else "a number in (0, 1]"
-                raise nncf.ValidationError(f"SelfCalibrationParameters.{name} must be {requirement}, got {value!r}.")
+        check_real(field("temperature"), self.temperature, "a positive number", lambda x: x > 0.0)
+        check_real(field("top_p"), self.top_p, "a number in (0, 1]", lambda x: 0.0 < x <= 1.0)
 
 
 def bos_token_id(model_dir: Path) -> int | None:

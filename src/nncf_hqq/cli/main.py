@@ -16,8 +16,8 @@ from nncf_hqq.cli.errors import user_message
 from nncf_hqq.cli.pipeline import CALIBRATIONS
 from nncf_hqq.cli.pipeline import CompressionOptions
 from nncf_hqq.cli.pipeline import compress_llm
-from nncf_hqq.parameters import AdvancedHQQParameters
-from nncf_hqq.parameters import HQQEqualization
+from nncf_hqq.equalization.parameters import AdvancedEqualizationParameters
+from nncf_hqq.equalization.parameters import EqualizationMethod
 from nncf_hqq.parameters import HQQZeroPointStorage
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "nncf_hqq"
@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compress.add_argument(
         "--equalization",
-        choices=[e.value for e in HQQEqualization],
-        help=f"HQQ equalization of input channels (default: {AdvancedHQQParameters().equalization.value})",
+        choices=[e.value for e in EqualizationMethod],
+        help=f"HQQ equalization of input channels (default: {AdvancedEqualizationParameters().method.value})",
     )
     compress.add_argument(
         "--calibration",

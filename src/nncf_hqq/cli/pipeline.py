@@ -34,6 +34,7 @@ from nncf_hqq.cli.workdirs import locked
 from nncf_hqq.cli.workdirs import make_temporary_dir
 from nncf_hqq.cli.workdirs import remove_stale_temporaries
 from nncf_hqq.compress import compress_weights_and_plan
+from nncf_hqq.equalization.parameters import AdvancedEqualizationParameters
 from nncf_hqq.parameters import AdvancedCompressionParameters
 from nncf_hqq.parameters import AdvancedHQQParameters
 
@@ -58,7 +59,7 @@ class CompressionOptions:
     :param keep_lm_head_fp16: Leave the output projection (and an embedding tied to it) uncompressed.
     :param zero_point: HQQ zero point storage, "int", "float16" or "offset" (`HQQZeroPointStorage`).
     :param iterations: HQQ solver iterations; None: the solver's default for the zero point storage.
-    :param equalization: HQQ equalization, "none", "power" or "sinkhorn" (`HQQEqualization`); None: HQQ's default.
+    :param equalization: HQQ equalization, "none", "power" or "sinkhorn" (`EqualizationMethod`); None: the default.
     :param calibration: "none" (data-free) or "self": the model writes its own calibration text, on which AWQ and
         scale estimation run before HQQ (`nncf_hqq.calibration`).
     :param seed: Seed of every random generator involved (the pipeline is deterministic for a fixed seed).
@@ -115,13 +116,17 @@ class CompressionOptions:
             )
             raise nncf.ValidationError(msg)
         self.hqq_params().validate()
+        self.equalization_params().validate()
 
     def hqq_params(self) -> AdvancedHQQParameters:
         """HQQ's parameters: its defaults but for the options given."""
-        given = {"num_iterations": self.iterations, "zero_point_storage": self.zero_point}
-        if self.equalization is not None:
-            given["equalization"] = self.equalization
-        return AdvancedHQQParameters(**given)
+        return AdvancedHQQParameters(num_iterations=self.iterations, zero_point_storage=self.zero_point)
+
+    def equalization_params(self) -> AdvancedEqualizationParameters:
+        """The equalization's parameters: its defaults but for the method given."""
+        if self.equalization is None:
+            return AdvancedEqualizationParameters()
+        return AdvancedEqualizationParameters(method=self.equalization)
 
     @property
     def mode(self) -> nncf.CompressWeightsMode:
@@ -147,7 +152,11 @@ class CompressionOptions:
             if self.calibration == "self":
                 bos = None if model_dir is None else bos_token_id(model_dir)
                 self_calibration = SelfCalibrationParameters(seed=self.seed, bos_token_id=bos, cache_dir=cache_dir)
-            advanced.update(hqq_params=self.hqq_params(), self_calibration=self_calibration)
+            advanced.update(
+                hqq_params=self.hqq_params(),
+                equalization_params=self.equalization_params(),
+                self_calibration=self_calibration,
+            )
         kwargs["advanced_parameters"] = AdvancedCompressionParameters(**advanced)
         return kwargs
 
@@ -374,7 +383,7 @@ def _parameters(options: CompressionOptions) -> dict:
     """The options as given, with the mode and, for HQQ, the equalization it applied (its default if not given)."""
     parameters = {**dataclasses.asdict(options), "mode": options.mode.value}
     if options.method == "hqq":
-        parameters["equalization"] = options.hqq_params().equalization.value
+        parameters["equalization"] = options.equalization_params().method.value
     return parameters
 
 

@@ -1,6 +1,7 @@
 """
-Data-free per-input-channel equalization, folded into an OpenVINO model (`nncf_hqq.HQQEqualization`).
+Data-free per-input-channel equalization, folded into an OpenVINO model.
 
+- `parameters`: what the user chooses (`AdvancedEqualizationParameters`, `EqualizationMethod`);
 - `patterns`: which MatMuls share an input and which producer of that input absorbs a scale (OpenVINO graph);
 - `scales`: the candidate scales, on `nncf.tensor` Tensors;
 - `algorithm`: the `Equalization` algorithm that plans the scales of a model; `nncf_hqq.compression_session`

@@ -18,6 +18,8 @@ import openvino as ov
 from nncf.common.logging import nncf_logger
 from nncf.tensor import Tensor
 
+from nncf_hqq.equalization.parameters import AdvancedEqualizationParameters
+from nncf_hqq.equalization.parameters import EqualizationMethod
 from nncf_hqq.equalization.patterns import ProducerKind
 from nncf_hqq.equalization.patterns import ScaleGroup
 from nncf_hqq.equalization.patterns import count_linears
@@ -25,8 +27,6 @@ from nncf_hqq.equalization.patterns import find_scale_groups
 from nncf_hqq.equalization.scales import columns_by_channel
 from nncf_hqq.equalization.scales import power_scales
 from nncf_hqq.equalization.scales import sinkhorn_scales
-from nncf_hqq.parameters import AdvancedHQQParameters
-from nncf_hqq.parameters import HQQEqualization
 
 
 @dataclass(frozen=True)
@@ -34,22 +34,27 @@ class EqualizationRule:
     """
     How scales are chosen.
 
-    :param method: "power" (c = mean |W|^alpha over the group's rows) or "sinkhorn" (balanced row and column
-        deviations per tile of `group_size` columns).
-    :param alpha: The exponent of "power".
+    :param method: POWER (c = mean |W|^alpha over the group's rows) or SINKHORN (balanced row and column
+        deviations per tile of `group_size` columns); the string values are accepted.
+    :param alpha: The exponent of POWER.
     :param producers: The producer kinds whose groups are equalized.
     """
 
-    method: str = "power"
+    method: EqualizationMethod = EqualizationMethod.POWER
     alpha: float = 0.5
     producers: tuple[ProducerKind, ...] = (ProducerKind.NORM, ProducerKind.GATED, ProducerKind.ATTENTION)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", EqualizationMethod(self.method))
+        if self.method == EqualizationMethod.NONE:
+            raise ValueError("A rule equalizes: EqualizationMethod.NONE has none (from_parameters returns None).")
+
     @classmethod
-    def from_parameters(cls, params: AdvancedHQQParameters) -> "EqualizationRule | None":
-        """The rule `params` ask for, None for `HQQEqualization.NONE`."""
-        if params.equalization == HQQEqualization.NONE:
+    def from_parameters(cls, params: AdvancedEqualizationParameters) -> "EqualizationRule | None":
+        """The rule `params` ask for, None for `EqualizationMethod.NONE`."""
+        if params.method == EqualizationMethod.NONE:
             return None
-        return cls(params.equalization.value, params.equalization_alpha)
+        return cls(params.method, params.alpha)
 
 
 @dataclass
@@ -142,7 +147,7 @@ class Equalization:
             reasons[reason] = reasons.get(reason, 0) + 1
         skipped = "; ".join(f"{count}: {reason}" for reason, count in reasons.items())
         nncf_logger.info(
-            f"Equalization ({self._rule.method}): {len(plan.equalized)} groups of MatMuls sharing an input "
+            f"Equalization ({self._rule.method.value}): {len(plan.equalized)} groups of MatMuls sharing an input "
             f"equalized, {len(plan.skipped)} skipped{f' ({skipped})' if skipped else ''}; {unmatched} MatMuls left "
             "alone (their input's producer is not a norm, a gated product or an attention, or it feeds other ops)."
         )
@@ -150,7 +155,7 @@ class Equalization:
     def scales(self, weights: list[Tensor], maps: list, group: ScaleGroup, group_size: int) -> np.ndarray:
         """The scale vector c of a group, float32 [channels]."""
         columns = columns_by_channel(weights, maps, group.num_channels)
-        if self._rule.method == "sinkhorn":
+        if self._rule.method == EqualizationMethod.SINKHORN:
             c = sinkhorn_scales(columns, group_size)
         else:
             c = power_scales(columns, self._rule.alpha)

@@ -15,6 +15,7 @@ from openvino import opset13 as opset
 
 from nncf_hqq import HQQ
 from nncf_hqq import AdvancedCompressionParameters
+from nncf_hqq import AdvancedEqualizationParameters
 from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import HQQZeroPointStorage
 from nncf_hqq import compress_weights
@@ -369,8 +370,9 @@ def test_norm_importance_reads_the_scale_of_the_multiply_feeding_the_matmul():
         y = opset.matmul(normed, opset.constant(weight, name="w"), False, True, name="w_matmul")
         return ov.Model([opset.result(y)], [x], "norm")
 
-    hqq_params = lambda on: AdvancedHQQParameters(norm_importance=on, scale_search_steps=7, equalization="none")
-    params = lambda on: AdvancedCompressionParameters(hqq_params=hqq_params(on))
+    hqq_params = lambda on: AdvancedHQQParameters(norm_importance=on, scale_search_steps=7)
+    none = AdvancedEqualizationParameters(method="none")
+    params = lambda on: AdvancedCompressionParameters(hqq_params=hqq_params(on), equalization_params=none)
     kwargs = dict(mode=INT4_ASYM, group_size=64, all_layers=True, hqq=True)
     with_norm = constants(compress_weights(build(), advanced_parameters=params(True), **kwargs))
     without = constants(compress_weights(build(), advanced_parameters=params(False), **kwargs))

@@ -16,6 +16,7 @@ from openvino import opset13 as opset
 
 import nncf_hqq.compress
 from nncf_hqq import AdvancedCompressionParameters
+from nncf_hqq import AdvancedEqualizationParameters
 from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import compress_weights
 from nncf_hqq.cli.report import layer_reports
@@ -149,12 +150,16 @@ def _compress(ir: Path | ov.Model, **kwargs) -> ov.Model:
 
 
 def _compress_and_plan(ir: Path | ov.Model, **kwargs) -> tuple[ov.Model, EqualizationPlan | None]:
-    hqq_params = AdvancedHQQParameters(**kwargs.pop("hqq_params", {}))
+    hqq_params = dict(kwargs.pop("hqq_params", {}))
+    equalization = AdvancedEqualizationParameters(method=hqq_params.pop("equalization", "power"))
+    hqq_params = AdvancedHQQParameters(**hqq_params)
     kwargs.setdefault("mode", nncf.CompressWeightsMode.INT4_ASYM)
     kwargs.setdefault("group_size", 32)
     # the torch.export graph of Gemma has a MatMul with a [1, 128, 1] constant (rotary embedding): one group
     fallback = GroupSizeFallbackMode.ADJUST
-    advanced = AdvancedCompressionParameters(hqq_params=hqq_params, group_size_fallback_mode=fallback)
+    advanced = AdvancedCompressionParameters(
+        hqq_params=hqq_params, equalization_params=equalization, group_size_fallback_mode=fallback
+    )
     model = ov.Core().read_model(ir) if isinstance(ir, Path) else ir
     return compress_weights_and_plan(model, hqq=True, advanced_parameters=advanced, **kwargs)
 
@@ -296,9 +301,9 @@ def test_matmuls_without_a_foldable_producer_are_left_alone_with_a_log_line():
     level = nncf_logger.level
     nncf_logger.setLevel(logging.INFO)
     try:
+        power = AdvancedCompressionParameters(equalization_params=AdvancedEqualizationParameters(method="power"))
         compressed = compress_weights(model, mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=32, all_layers=True,
-                                      hqq=True, advanced_parameters=AdvancedCompressionParameters(
-                                          hqq_params=AdvancedHQQParameters(equalization="power")))  # fmt: skip
+                                      hqq=True, advanced_parameters=power)  # fmt: skip
     finally:
         nncf_logger.removeHandler(records)
         nncf_logger.setLevel(level)

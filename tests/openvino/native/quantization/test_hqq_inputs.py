@@ -14,7 +14,9 @@ from openvino import opset13 as opset
 import nncf_hqq.zero_point_storage
 from nncf_hqq import HQQ
 from nncf_hqq import AdvancedCompressionParameters
+from nncf_hqq import AdvancedEqualizationParameters
 from nncf_hqq import AdvancedHQQParameters
+from nncf_hqq import EqualizationMethod
 from nncf_hqq import compress_weights
 from nncf_hqq.hqq import HQQWeightTask
 from tests.openvino.native.models import constant_types
@@ -148,6 +150,36 @@ def test_float_zero_point_storage_with_a_symmetric_mode_is_refused_as_in_the_com
     with pytest.raises(nncf.ValidationError, match="asymmetric"):
         _compress(model, mode=mode, ratio=0.5, advanced_parameters=params)
     _assert_unchanged(model, snapshot)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        AdvancedEqualizationParameters(method="sinkhorn-knopp"),
+        AdvancedEqualizationParameters(method=None),
+        AdvancedEqualizationParameters(alpha=0.0),
+        AdvancedEqualizationParameters(alpha=1.5),
+        AdvancedEqualizationParameters(alpha=float("nan")),
+        AdvancedEqualizationParameters(alpha="0.5"),
+    ],
+)
+def test_invalid_equalization_parameters_raise_validation_error_and_leave_the_model_untouched(params):
+    model = linear_model({"w": heavy_tailed_weight((64, 128))})
+    snapshot = _snapshot(model)
+    with pytest.raises(nncf.ValidationError, match="AdvancedEqualizationParameters"):
+        _compress(model, advanced_parameters=AdvancedCompressionParameters(equalization_params=params))
+    _assert_unchanged(model, snapshot)
+
+
+@pytest.mark.parametrize("field", ["hqq_params", "equalization_params"])
+def test_parameters_of_another_type_raise_validation_error(field):
+    model = linear_model({"w": heavy_tailed_weight((64, 128))})
+    with pytest.raises(nncf.ValidationError, match="Parameters"):
+        _compress(model, advanced_parameters=AdvancedCompressionParameters(**{field: {"method": "power"}}))
+
+
+def test_equalization_method_accepts_its_string_values():
+    assert AdvancedEqualizationParameters(method="sinkhorn").method == EqualizationMethod.SINKHORN
 
 
 def test_numpy_scalars_are_valid_parameters():

@@ -1,0 +1,50 @@
+"""User-facing parameters of the data-free equalization that `compress_weights(..., hqq=True)` folds in first."""
+
+from dataclasses import dataclass
+from enum import Enum
+
+from nncf_hqq.validation import check_enum
+from nncf_hqq.validation import check_real
+from nncf_hqq.validation import enum_from_string
+
+
+class EqualizationMethod(Enum):
+    """
+    How the per-input-channel scales c of a group of MatMuls sharing an input are chosen: the weights' input
+    columns are divided by c and the input's producer (a norm's scale, the rows of up_proj for down_proj, of v_proj
+    for o_proj) multiplies its output by c, so the float model is unchanged and the compressed one keeps the ops of
+    an RTN model (`nncf_hqq.equalization`).
+
+    :param NONE: No equalization.
+    :param POWER: c_k = (mean over the rows of |W_ik|)^alpha, alpha = `AdvancedEqualizationParameters.alpha`.
+    :param SINKHORN: c balancing the standard deviations of the rows and columns of each group of columns
+        (Sinkhorn-Knopp, as SINQ).
+    """
+
+    NONE = "none"
+    POWER = "power"
+    SINKHORN = "sinkhorn"
+
+
+@dataclass
+class AdvancedEqualizationParameters:
+    """
+    Parameters of the equalization folded into the model before HQQ compresses it (with `hqq=True` only; a group
+    is equalized when all its MatMuls are compressed to 4 bits in the same groups).
+
+    :param method: See `EqualizationMethod`; `POWER` by default: of the configurations measured, the one that
+        removed the most of RTN's KL divergence or embedding error over five models without raising it beyond
+        1 SE on any (it raises Qwen2.5-Coder-0.5B's perplexity; benchmarks/RESULTS.md).
+    :param alpha: The exponent of `EqualizationMethod.POWER`, in (0, 1].
+    """
+
+    method: EqualizationMethod = EqualizationMethod.POWER
+    alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        self.method = enum_from_string(self.method, EqualizationMethod)  # "power" as well as the member
+
+    def validate(self) -> None:
+        """Raises nncf.ValidationError naming the first invalid field and what to change."""
+        check_enum("AdvancedEqualizationParameters.method", self.method, EqualizationMethod)
+        check_real("AdvancedEqualizationParameters.alpha", self.alpha, "a number in (0, 1]", lambda x: 0.0 < x <= 1.0)
