@@ -8,7 +8,7 @@ Models: synthetic f16 layer stacks (2048x2048 and 4096x11008 MatMuls) and the bu
 (model, method) compression runs in a fresh process, the methods alternating, `--runs` times after one warm-up
 round (numba compiles the HQQ solver on its first use after an install and caches it; the warm-up times are
 printed); the process reads the IR, compresses it (timed) and reports its peak RSS. Printed: median seconds, ms
-per million weights, HQQ/RTN time ratio, peak RSS and its ratio. INT4_ASYM, group size 64.
+per million weights, HQQ/RTN time ratio, peak RSS and its ratio. `--config` (mode:group), INT4_ASYM g64 by default.
 Generation speed of the compressed models is measured by `benchmarks.perplexity` (tokens/s, first token).
 """
 
@@ -47,8 +47,9 @@ def synthetic_stack(path: Path, shape: tuple[int, int], layers: int, seed: int =
     return path
 
 
-def child(ir: str, method_name: str) -> None:
-    """Runs in a fresh process: compress `ir` with `method_name`, print {seconds, peak_rss_mib, num_weights}."""
+def child(ir: str, method_name: str, config: str) -> None:
+    """Runs in a fresh process: compress `ir` with `method_name` in `config` ("mode:group"), print {seconds,
+    peak_rss_mib, num_weights}."""
     from benchmarks.methods import compress_model
     from benchmarks.methods import method
 
@@ -59,7 +60,8 @@ def child(ir: str, method_name: str) -> None:
         if op.get_type_name() == "Constant" and op.get_element_type() in (ov.Type.f16, ov.Type.f32)
     )
     del model
-    _, seconds = compress_model(Path(ir), method(method_name), "int4_asym", 64, all_layers=True)
+    mode, group_size = config.split(":")
+    _, seconds = compress_model(Path(ir), method(method_name), mode, int(group_size), all_layers=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "peak_rss_mib": peak, "num_weights": num_weights}))
 
@@ -80,10 +82,9 @@ def _cpu() -> str:
     )
 
 
-def measure(ir: Path, method: str) -> dict:
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.speed", "--child", str(ir), method], capture_output=True, text=True
-    )
+def measure(ir: Path, method: str, config: str) -> dict:
+    command = [sys.executable, "-m", "benchmarks.speed", "--child", str(ir), method, config]
+    result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-3000:])
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -100,7 +101,8 @@ def main() -> None:
         choices=["stack-2048", "stack-4096x11008", "smollm2-135m", "qwen2.5-coder-0.5b"],
     )
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="names of benchmarks.methods")
-    parser.add_argument("--child", nargs=2, metavar=("IR", "METHOD"), help=argparse.SUPPRESS)
+    parser.add_argument("--config", default="int4_asym:64", help="mode:group, e.g. int4_sym:128")
+    parser.add_argument("--child", nargs=3, metavar=("IR", "METHOD", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
@@ -125,11 +127,11 @@ def main() -> None:
         methods = ["rtn"] + [m for m in args.methods if m != "rtn"]
         runs = {m: [] for m in methods}
         for method in methods:  # warm-up, not counted: the OS file cache, and numba compiles HQQ's solver once
-            warm_up = measure(ir, method)
+            warm_up = measure(ir, method, args.config)
             print(f"{name} {method} warm-up: {warm_up['seconds']:.2f} s", flush=True)
         for _ in range(args.runs):
             for method in methods:  # alternating, so drifts of the machine hit every method alike
-                runs[method].append(measure(ir, method))
+                runs[method].append(measure(ir, method, args.config))
         rtn_time = np.median([r["seconds"] for r in runs["rtn"]])
         rtn_rss = np.median([r["peak_rss_mib"] for r in runs["rtn"]])
         for method, results in runs.items():
@@ -139,7 +141,8 @@ def main() -> None:
             rows.append((name, millions, method, seconds, 1000 * seconds / millions, seconds / rtn_time, rss,
                          rss / rtn_rss))  # fmt: skip
 
-    print(f"\nINT4_ASYM g64, median of {args.runs} runs per method, each in a fresh process; {_cpu()}\n")
+    mode, group_size = args.config.split(":")
+    print(f"\n{mode.upper()} g{group_size}, median of {args.runs} runs per method, each in a fresh process; {_cpu()}\n")
     print("| model | weights | method | time, s | ms / M weights | time vs RTN | peak RSS, MiB | RSS vs RTN |")
     print("|---|---|---|---|---|---|---|---|")
     for name, millions, method, seconds, ms_per_m, ratio, rss, rss_ratio in rows:

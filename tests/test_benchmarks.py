@@ -64,7 +64,7 @@ def test_speed_benchmark_child_reports_time_and_peak_memory(tmp_path):
 
     ir = synthetic_stack(tmp_path / "stack.xml", (256, 512), layers=2)
     for method in ("rtn", "hqq-default"):
-        result = measure(ir, method)
+        result = measure(ir, method, "int4_asym:64")
         assert result["seconds"] > 0 and result["peak_rss_mib"] > 0
         assert result["num_weights"] == 2 * 2 * 256 * 512
 

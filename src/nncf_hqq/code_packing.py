@@ -10,7 +10,7 @@ from typing import Any
 import openvino as ov
 from nncf.tensor import Tensor
 
-from nncf_hqq.openvino_graph import u4_tensor
+from nncf_hqq.openvino_graph import four_bit_tensor
 
 
 def carries_codes(compressed: Any, is_integer: bool) -> bool:
@@ -20,13 +20,14 @@ def carries_codes(compressed: Any, is_integer: bool) -> bool:
 
 def with_codes_as_constant_data(compressed: Any, codes_type: ov.Type) -> Any:
     """
-    The weight with its unsigned integer codes (uint8 values) as NNCF's OpenVINO quantization returns them: codes
-    of `codes_type` u4 as a u4 OpenVINO tensor, which a constant shares; others as they are.
+    The weight with its integer codes (uint8 or int8 values) as NNCF's OpenVINO quantization returns them: codes of
+    `codes_type` u4 or i4 as a packed OpenVINO tensor of that type, which a constant shares; others as they are.
     """
-    if codes_type != ov.Type.u4:
+    if codes_type not in (ov.Type.u4, ov.Type.i4):
         return compressed
     codes = compressed.tensor.as_numpy_tensor().data
-    return dataclasses.replace(compressed, tensor=Tensor(u4_tensor(codes, tuple(compressed.tensor.shape))))
+    tensor = four_bit_tensor(codes, tuple(compressed.tensor.shape), codes_type)
+    return dataclasses.replace(compressed, tensor=Tensor(tensor))
 
 
 def keeping_given_codes(compress_weight: Callable) -> Callable:

@@ -15,13 +15,12 @@ from nncf_hqq._nncf import CompressWeightsMode
 from nncf_hqq._nncf import NNCFGraph
 from nncf_hqq._nncf import WeightCompressionConfig
 from nncf_hqq._nncf import WeightCompressionParameters
-from nncf_hqq._nncf import calculate_integer_quantization_params
 from nncf_hqq._nncf import reshape_weight_for_grouped_quantization
 from nncf_hqq._nncf import track
 from nncf_hqq.parameters import AdvancedHQQParameters
 from nncf_hqq.parameters import HQQZeroPointStorage
 from nncf_hqq.solver import solve_asymmetric_fused
-from nncf_hqq.solver import solve_in_row_blocks
+from nncf_hqq.solver import solve_symmetric_fused
 
 TModel = TypeVar("TModel")
 
@@ -43,7 +42,7 @@ class HQQWeightTask:
 
     def solve(self, wp: WeightCompressionParameters, weight: Tensor) -> CompressedWeight:
         """
-        The weight's HQQ scale and zero point, and in asymmetric modes its codes, from its value `weight`.
+        The weight's HQQ scale, zero point (asymmetric modes) and codes, from its value `weight`.
 
         :raises nncf.ValidationError: The weight has NaN or infinite values.
         """
@@ -200,8 +199,8 @@ class HQQ:
     ) -> CompressedWeight:
         """
         Scale and zero point of one weight, in NNCF's layout (that of `calculate_integer_quantization_params` on
-        the weight grouped by `reshape_weight_for_grouped_quantization`), and in asymmetric modes the codes for
-        them, as NNCF's integer quantization would compute them from these parameters (so it need not).
+        the weight grouped by `reshape_weight_for_grouped_quantization`), and the codes for them, as NNCF's integer
+        quantization would compute them from these parameters (so it need not).
 
         :param weight: The weight tensor, as stored in the model.
         :param reduction_axes: Axes along which the weight's rows share quantization parameters.
@@ -212,9 +211,10 @@ class HQQ:
         :param input_importance: Weights of the scale search's L2 error per index along the (single) reduction
             axis, e.g. the squared scale of the normalisation layer feeding the MatMul; uniform when None.
         :return: The scale (float32); the zero point: int32 on the integer grid, float32 for the FLOAT16 and
-            OFFSET zero point storages, None for symmetric modes; the codes Q = clip(round(W / s + z), 0, 2^b - 1),
-            uint8 in the grouped weight's layout, for asymmetric modes (None for symmetric ones). A group with a
-            NaN or infinite weight gets a non-finite scale, so checking the scales checks the weight.
+            OFFSET zero point storages, None for symmetric modes; the codes in the grouped weight's layout,
+            Q = clip(round(W / s + z), 0, 2^b - 1) uint8 (asymmetric modes) or clip(round(W / s), -2^(b-1),
+            2^(b-1) - 1) int8 (symmetric ones). A group with a NaN or infinite weight gets a non-finite scale, so
+            checking the scales checks the weight.
         """
         params = params if params is not None else AdvancedHQQParameters()
         if config.mode not in SUPPORTED_MODES:
@@ -253,13 +253,10 @@ class HQQ:
             )
             codes = rows.values_from_rows(codes)
         else:
-            weight = weight.astype(TensorDataType.float32)
-            if initial_scale is None:
-                initial_scale, _ = calculate_integer_quantization_params(weight, reduction_axes, config)
-            scale = rows.to_rows(initial_scale.astype(TensorDataType.float32))
-            scale, zero_point = solve_in_row_blocks(
-                rows.to_rows(weight), scale, None, config.num_bits, params, importance
-            )
+            scale = None if initial_scale is None else rows.to_rows(initial_scale.astype(TensorDataType.float32))
+            scale, codes = solve_symmetric_fused(rows.to_rows(weight), scale, config.num_bits, params)
+            codes = rows.values_from_rows(codes)
+            zero_point = None
 
         scale = rows.from_rows(scale)
         if zero_point is not None:

@@ -61,17 +61,17 @@ def norm_scale_feeding(matmul: ov.Node) -> np.ndarray | None:
     return None
 
 
-def u4_tensor(codes: np.ndarray, shape: tuple[int, ...]) -> ov.Tensor:
+def four_bit_tensor(codes: np.ndarray, shape: tuple[int, ...], element_type: ov.Type = ov.Type.u4) -> ov.Tensor:
     """
-    4-bit codes (uint8 values < 16) as a u4 OpenVINO tensor of `shape`: two codes per byte, the first in the low
-    half. The tensor owns its memory, so a constant that shares it keeps it alive (one made from a numpy array
-    would not).
+    4-bit codes as a u4 (codes 0..15) or i4 (codes -8..7) OpenVINO tensor of `shape`: two codes per byte, the first
+    in the low half. The tensor owns its memory, so a constant that shares it keeps it alive (one made from a numpy
+    array would not, and one made from an int8 array with type i4 converts element by element).
     """
-    codes = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
-    if codes.size % 2:
-        codes = np.append(codes, np.uint8(0))
-    tensor = ov.Tensor(ov.Type.u4, ov.Shape(list(shape)))
-    pairs = codes.view("<u2")  # code 2i in the low byte, code 2i + 1 in the high byte
+    nibbles = np.ascontiguousarray(codes).reshape(-1).view(np.uint8) & np.uint8(15)  # i4: two's complement
+    if nibbles.size % 2:
+        nibbles = np.append(nibbles, np.uint8(0))
+    tensor = ov.Tensor(element_type, ov.Shape(list(shape)))
+    pairs = nibbles.view("<u2")  # code 2i in the low byte, code 2i + 1 in the high byte
     np.bitwise_or(pairs, pairs >> 4, out=tensor.data, casting="unsafe")  # low byte: code 2i | code 2i + 1 << 4
     return tensor
 

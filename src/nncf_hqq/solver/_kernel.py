@@ -1,5 +1,5 @@
 """
-The asymmetric HQQ solver of `nncf_hqq.solver.reference.solve`, fused per group of weights and compiled with numba.
+The HQQ solver of `nncf_hqq.solver.reference.solve`, fused per group of weights and compiled with numba.
 
 `solve` applies each step to a whole block of groups, one pass over memory per tensor operation. Here each group's
 RTN start, scale search, proximal iterations and selection run on one group of weights at a time (held in
@@ -285,3 +285,87 @@ def solve_asymmetric(
                 for j in range(group_size):
                     codes[i, j] = np.uint8(min(max(np.rint(w[j] / best_scale + best_zero_point), zero), q_max))
     return best_scales, best_zero_points, codes
+
+
+@numba.njit(parallel=True, fastmath=_FASTMATH, error_model="numpy", cache=True)
+def solve_symmetric(weight, scale, q_min, q_max, lp_norm, beta, kappa, num_iterations, clip_extremes):
+    """
+    `nncf_hqq.solver.reference.solve` for symmetric modes: the best scale per group.
+
+    The signed codes Q = clip(round(W / s), q_min, q_max) are handled as Q - q_min on [0, q_max - q_min] with the
+    fixed zero point -q_min, so that `_quantize` serves both modes; the scale keeps its sign (NNCF's symmetric
+    scale is signed) and, unless `clip_extremes`, a magnitude that keeps the group's extremes within half a step.
+
+    :param weight: [groups, group size], float32 or float16 bits as uint16, each group contiguous.
+    :param scale: float32 [groups], the starting scales; [0] to start from NNCF's signed symmetric scales,
+        s = |min W| / -q_min if |min W| >= max W, else -max W / -q_min (eps where |s| < float32 eps).
+    :param q_min: Smallest code, -2^(bits - 1) (float32).
+    :param q_max: Largest code, 2^(bits - 1) - 1 (float32).
+    :param lp_norm, beta, kappa, num_iterations, clip_extremes: As in `AdvancedHQQParameters`.
+    :return: The best scale per group, float32 [groups], NaN for a group with a NaN or infinite weight; and the
+        codes of the weights for it, int8 [groups, group size]: Q = clip(round(W / s), q_min, q_max), as NNCF's
+        integer quantization computes them from a given scale (undefined for a NaN scale).
+    """
+    num_groups, group_size = weight.shape
+    nncf_start = scale.shape[0] != num_groups
+    best_scales = np.empty(num_groups, np.float32)
+    codes = np.zeros((num_groups, group_size), np.int8)
+    eps = np.finfo(np.float32).eps
+    p = np.float32(lp_norm)
+    half, zero = np.float32(0.5), np.float32(0.0)
+    z, top = -q_min, q_max - q_min
+    for chunk in numba.prange((num_groups + _CHUNK - 1) // _CHUNK):
+        w = np.empty(group_size, np.float32)
+        u = np.empty(group_size, np.float32)
+        q = np.empty(group_size, np.float32)
+        residual = np.empty(group_size, np.float32)
+        residual_p = np.empty(group_size, np.float32)
+        for i in range(chunk * _CHUNK, min((chunk + 1) * _CHUNK, num_groups)):
+            _load(weight[i], w)
+            group_max, group_min, non_finite = zero, zero, zero
+            raw_max, raw_min = w[0], w[0]
+            for j in range(group_size):
+                group_max = max(group_max, w[j])
+                group_min = min(group_min, w[j])
+                raw_max = max(raw_max, w[j])
+                raw_min = min(raw_min, w[j])
+                non_finite += w[j] * zero  # NaN once a weight is NaN or infinite, else 0
+            if non_finite != zero:
+                best_scales[i] = np.nan
+                continue
+            if nncf_start:
+                s = (abs(raw_min) if abs(raw_min) >= raw_max else -raw_max) / (-q_min)
+                s = eps if abs(s) < eps else s
+            else:
+                s = scale[i]
+            if s > zero:  # |s| that keeps the extremes within half a step of [q_min, q_max]
+                no_clip = max(group_max / (q_max + half), -group_min / (half - q_min))
+            else:
+                no_clip = max(-group_min / (q_max + half), group_max / (half - q_min))
+            best_scale, best_error = s, _quantize(w, s, z, top, p, u, q, residual, residual_p)
+            b = beta
+            for iteration in range(num_iterations + 1):
+                if iteration > 0:
+                    error = _quantize(w, s, z, top, p, u, q, residual, residual_p)
+                    if error < best_error:
+                        best_scale, best_error = s, error
+                if iteration == num_iterations:
+                    break
+                # E = shrink_p(residual, beta); the scale's least-squares fit of the target u - E by the codes
+                numerator, denominator = zero, zero
+                for j in range(group_size):
+                    magnitude = abs(residual[j])
+                    threshold = residual_p[j] / (max(magnitude, np.float32(1e-30)) * np.float32(b))
+                    target = u[j] - np.sign(residual[j]) * max(magnitude - threshold, zero)
+                    level = q[j] - z
+                    numerator += target * level
+                    denominator += level * level
+                ratio = numerator / max(denominator, np.float32(1e-30))
+                s = s * (ratio if denominator > 0 and ratio > 0 else np.float32(1.0))
+                if not clip_extremes:
+                    s = max(abs(s), no_clip) * (np.float32(1.0) if s > zero else np.float32(-1.0))
+                b *= kappa
+            best_scales[i] = best_scale
+            for j in range(group_size):
+                codes[i, j] = np.int8(min(max(np.rint(w[j] / best_scale), q_min), q_max))
+    return best_scales, codes

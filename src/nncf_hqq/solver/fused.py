@@ -1,5 +1,5 @@
 """
-The asymmetric HQQ solver, compiled with numba and fused per group (`nncf_hqq.solver._kernel`), on Tensors.
+The HQQ solver, compiled with numba and fused per group (`nncf_hqq.solver._kernel`), on Tensors.
 """
 
 import contextlib
@@ -37,12 +37,8 @@ def solve_asymmetric_fused(
         them, uint8 [groups, group], see `nncf_hqq.solver._kernel.solve_asymmetric`.
     """
 
-    def as_array(x: Tensor, shape: tuple[int, ...]) -> np.ndarray:
-        x = x.as_numpy_tensor().data
-        return np.ascontiguousarray(x if x.dtype == np.float16 else x.astype(np.float32, copy=False)).reshape(shape)
-
     group_size = weight.shape[-1]
-    weight_values = as_array(weight, (-1, group_size))
+    weight_values = _as_array(weight, (-1, group_size))
     no_values = np.zeros(0, np.float32)
     refit = {HQQZeroPointStorage.INTEGER: 0, HQQZeroPointStorage.OFFSET: 1, HQQZeroPointStorage.FLOAT16: 2}
     # numba loads the compiled kernel (or compiles it) on its first call; a signal is taken after the kernel
@@ -51,9 +47,9 @@ def solve_asymmetric_fused(
 
         best_scale, best_zero_point, codes = solve_asymmetric(
             weight_values.view(np.uint16) if weight_values.dtype == np.float16 else weight_values,
-            no_values if scale is None else as_array(scale, (-1,)),
-            no_values if scale is None else as_array(zero_point, (-1,)),
-            np.zeros((0, 0), np.float32) if importance is None else as_array(importance, (-1, group_size)),
+            no_values if scale is None else _as_array(scale, (-1,)),
+            no_values if scale is None else _as_array(zero_point, (-1,)),
+            np.zeros((0, 0), np.float32) if importance is None else _as_array(importance, (-1, group_size)),
             np.float32(2**num_bits - 1),
             params.lp_norm,
             params.beta,
@@ -65,6 +61,45 @@ def solve_asymmetric_fused(
             refit[params.zero_point_storage],
         )
     return Tensor(best_scale[:, None]), Tensor(best_zero_point[:, None]), Tensor(codes)
+
+
+def solve_symmetric_fused(
+    weight: Tensor, scale: Tensor | None, num_bits: int, params: AdvancedHQQParameters
+) -> tuple[Tensor, Tensor]:
+    """
+    `solve` for symmetric modes, compiled and fused per group (`nncf_hqq.solver._kernel.solve_symmetric`): the same
+    result up to float rounding.
+
+    :param weight: float16 or float32 weights, [..., group].
+    :param scale: Initial (signed) scale, [..., 1]; None to start from NNCF's symmetric scale.
+    :param num_bits: Bit width of the integer grid.
+    :param params: Solver parameters.
+    :return: Best scale, float32 [groups, 1] (groups: the leading axes flattened), and the codes for it, int8
+        [groups, group], see `nncf_hqq.solver._kernel.solve_symmetric`.
+    """
+    group_size = weight.shape[-1]
+    weight_values = _as_array(weight, (-1, group_size))
+    with _garbage_collection_paused(), signals_deferred():
+        from nncf_hqq.solver._kernel import solve_symmetric
+
+        best_scale, codes = solve_symmetric(
+            weight_values.view(np.uint16) if weight_values.dtype == np.float16 else weight_values,
+            np.zeros(0, np.float32) if scale is None else _as_array(scale, (-1,)).astype(np.float32),
+            np.float32(-(2 ** (num_bits - 1))),
+            np.float32(2 ** (num_bits - 1) - 1),
+            params.lp_norm,
+            params.beta,
+            params.kappa,
+            params.iterations(asymmetric=False),
+            params.clip_extremes,
+        )
+    return Tensor(best_scale[:, None]), Tensor(codes)
+
+
+def _as_array(x: Tensor, shape: tuple[int, ...]) -> np.ndarray:
+    """The values of `x`, float16 kept and others as float32, contiguous in `shape`."""
+    x = x.as_numpy_tensor().data
+    return np.ascontiguousarray(x if x.dtype == np.float16 else x.astype(np.float32, copy=False)).reshape(shape)
 
 
 @contextlib.contextmanager

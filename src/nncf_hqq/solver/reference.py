@@ -2,11 +2,9 @@
 The readable HQQ solver: the half-quadratic proximal iterations of Badri & Shaji (2023) on `nncf.tensor` Tensors,
 as equations (`solve`), and the scale expansion search that precedes them in asymmetric modes.
 
-It serves symmetric modes and is the reference of the compiled asymmetric solver (`nncf_hqq.solver.fused`).
+It is the reference of the compiled solvers that `HQQ` runs (`nncf_hqq.solver.fused`), which the tests compare
+with it.
 """
-
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from nncf.tensor import Tensor
@@ -17,10 +15,6 @@ from nncf.tensor import functions as fns
 from nncf_hqq.parameters import SCALE_SEARCH_STEP
 from nncf_hqq.parameters import AdvancedHQQParameters
 from nncf_hqq.parameters import HQQZeroPointStorage
-
-# Rows (groups) per block of the solver: 4096 x 64 float32 weights (1 MiB) stay in cache across iterations.
-# Measured on 16.8M weights (2 cores): 4.2x faster than solving whole weights, with identical results.
-ROW_BLOCK = 4096
 
 
 def solve(
@@ -189,42 +183,6 @@ def _scale_expansion_search(
             best_error = fns.where(better, error, best_error)
             best_scale = fns.where(better, candidate_scale, best_scale)
             best_zero_point = fns.where(better, candidate_zero_point, best_zero_point)
-    return best_scale, best_zero_point
-
-
-def solve_in_row_blocks(
-    weight: Tensor,
-    scale: Tensor,
-    zero_point: Tensor | None,
-    num_bits: int,
-    params: AdvancedHQQParameters,
-    importance: Tensor | None = None,
-    block_rows: int = ROW_BLOCK,
-) -> tuple[Tensor, Tensor | None]:
-    """
-    `solve` on blocks of rows (groups are independent), in a thread pool: a block's working set stays in the
-    CPU cache across iterations and numpy releases the GIL. The result does not depend on the blocking.
-    (`HQQ.calculate_compressed_weight` uses it for symmetric modes, and `solve_asymmetric_fused` for asymmetric ones.)
-    """
-    weight = weight.reshape((-1, weight.shape[-1]))
-    scale = scale.reshape((-1, 1))
-    zero_point = None if zero_point is None else zero_point.reshape((-1, 1))
-    importance = None if importance is None else importance.reshape((-1, weight.shape[-1]))
-    starts = range(0, weight.shape[0], block_rows)
-
-    def solve_block(start: int) -> tuple[Tensor, Tensor | None]:
-        block = slice(start, start + block_rows)
-        block_zero_point = None if zero_point is None else zero_point[block]
-        block_importance = None if importance is None else importance[block]
-        return solve(weight[block], scale[block], block_zero_point, num_bits, params, block_importance)
-
-    if len(starts) == 1:
-        results = [solve_block(0)]
-    else:
-        with ThreadPoolExecutor(max_workers=min(len(starts), os.cpu_count() or 1)) as pool:
-            results = list(pool.map(solve_block, starts))
-    best_scale = fns.concatenate([r[0] for r in results], axis=0)
-    best_zero_point = None if zero_point is None else fns.concatenate([r[1] for r in results], axis=0)
     return best_scale, best_zero_point
 
 

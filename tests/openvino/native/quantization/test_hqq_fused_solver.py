@@ -1,4 +1,4 @@
-"""The compiled asymmetric solver (`nncf_hqq.solver._kernel`) against the numpy reference solver."""
+"""The compiled solvers (`nncf_hqq.solver._kernel`) against the numpy reference solver."""
 
 import gc
 import os
@@ -19,6 +19,7 @@ from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import HQQZeroPointStorage
 from nncf_hqq.solver import solve
 from nncf_hqq.solver import solve_asymmetric_fused
+from nncf_hqq.solver import solve_symmetric_fused
 from nncf_hqq.solver._kernel import _abs_pow
 from nncf_hqq.solver._kernel import _round_to_float16
 from nncf_hqq.solver.reference import _quantize
@@ -119,6 +120,71 @@ def test_fused_solver_is_never_worse_than_its_start():
     rtn_error = _lp_error(weight, scale, zero_point, params.lp_norm)
     assert np.all(fused_error <= rtn_error * (1 + 1e-6))
     assert np.mean(fused_error < rtn_error) > 0.5
+
+
+SYMMETRIC_CASES = {
+    "default": AdvancedHQQParameters(),  # 20 iterations in symmetric modes
+    "l1": AdvancedHQQParameters(lp_norm=1.0),
+    "one_iteration": AdvancedHQQParameters(num_iterations=1),
+    "clipping": AdvancedHQQParameters(clip_extremes=True),
+}
+
+
+@pytest.mark.parametrize("num_bits", [4, 8])
+@pytest.mark.parametrize("case", list(SYMMETRIC_CASES))
+def test_fused_symmetric_solver_matches_the_reference_solver_up_to_float_rounding(case, num_bits):
+    """
+    From NNCF's signed symmetric scale: the scale keeps its sign and agrees to 1e-5 in almost every group (the
+    groups it improves are the reference's; the L1 objective is flat between some scales, a tie may go either
+    way), the total lp error agrees to 1e-5 and no group gets worse than its start beyond float rounding; f16
+    weights give the result of their f32 values.
+    """
+    params = SYMMETRIC_CASES[case]
+    weight = _groups(seed=6)
+    mode = CompressWeightsMode.INT4_SYM if num_bits == 4 else CompressWeightsMode.INT8_SYM
+    scale, _ = calculate_integer_quantization_params(Tensor(weight), (1,), WeightCompressionConfig(mode=mode))
+    assert (scale.data < 0).any() and (scale.data > 0).any()  # NNCF's signed scales, both signs covered
+    reference = solve(Tensor(weight), scale, None, num_bits, params)[0].data
+    levels = (-(2 ** (num_bits - 1)), 2 ** (num_bits - 1) - 1)
+    error = lambda s: _quantize(Tensor(weight), Tensor(s), None, *levels, params.lp_norm)[-1].data.astype(np.float64)
+    for dtype in (np.float32, np.float16):
+        fused, codes = solve_symmetric_fused(Tensor(weight.astype(dtype)), scale, num_bits, params)
+        fused, codes = fused.data, codes.data
+        assert np.array_equal(np.sign(fused), np.sign(reference))
+        assert np.mean(np.abs(fused / reference - 1) < 1e-5) > 0.95
+        assert abs(error(fused).sum() / error(reference).sum() - 1) < 1e-5
+        start_error, fused_error = error(scale.data), error(fused)
+        assert np.all(fused_error <= start_error * (1 + 1e-5))
+        assert abs(np.mean(fused_error < start_error) - np.mean(error(reference) < start_error)) < 0.01
+        assert np.mean(fused_error < start_error) > 0.2
+        # the codes are those NNCF computes from the scale
+        config = WeightCompressionConfig(mode=mode)
+        nncf_codes = do_integer_quantization(Tensor(weight), config, (1,), Tensor(fused)).tensor.as_numpy_tensor()
+        assert codes.dtype == np.int8 and np.mean(codes == nncf_codes.data) > 0.9999
+
+
+@pytest.mark.parametrize("num_bits", [4, 8])
+def test_fused_symmetric_solver_starts_from_nncf_scale_and_then_improves_it(num_bits):
+    weight = _groups(seed=8)
+    mode = CompressWeightsMode.INT4_SYM if num_bits == 4 else CompressWeightsMode.INT8_SYM
+    nncf_scale, _ = calculate_integer_quantization_params(Tensor(weight), (1,), WeightCompressionConfig(mode=mode))
+    start_only = solve_symmetric_fused(
+        Tensor(weight.astype(np.float16)), None, num_bits, AdvancedHQQParameters(num_iterations=0)
+    )
+    assert np.array_equal(start_only[0].data, nncf_scale.data)
+    params = AdvancedHQQParameters()
+    from_nncf = solve_symmetric_fused(Tensor(weight), None, num_bits, params)[0].data
+    given = solve_symmetric_fused(Tensor(weight), nncf_scale, num_bits, params)[0].data
+    assert np.array_equal(from_nncf, given)
+
+
+def test_fused_symmetric_solver_marks_non_finite_groups():
+    weight = _groups(seed=7)
+    weight[30, 3], weight[31, 0] = np.nan, np.inf
+    config = WeightCompressionConfig(mode=CompressWeightsMode.INT4_SYM)
+    scale, _ = calculate_integer_quantization_params(Tensor(np.nan_to_num(weight)), (1,), config)
+    fused = solve_symmetric_fused(Tensor(weight), scale, 4, AdvancedHQQParameters())[0].data.ravel()
+    assert np.isnan(fused[30]) and np.isnan(fused[31]) and np.isfinite(np.delete(fused, [30, 31])).all()
 
 
 @pytest.mark.parametrize("storage", list(HQQZeroPointStorage))
