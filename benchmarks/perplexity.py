@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import shutil
 from datetime import date
 from pathlib import Path
@@ -92,16 +93,17 @@ def model_size(model_dir: Path) -> int:
 
 def add_paired_statistics(rows: list[dict]) -> None:
     """
-    Against the RTN row of the same model and config: the paired per-window differences of NLL and KL (mean and
-    standard error), the share of RTN's KL removed; with the full-precision row, the share of the RTN->full
-    precision perplexity gap closed.
+    Against the RTN row of the same model and config (of the same mixed-precision ratio for `...-r<ratio>`
+    methods): the paired per-window differences of NLL and KL (mean and standard error), the share of RTN's KL
+    removed; with the full-precision row, the share of the RTN->full precision perplexity gap closed.
     """
     by_key = {(r["model"], r["mode"], r["group_size"], r["method"]): r for r in rows}
     for r in rows:
         r["kl"] = float(np.mean(r["window_kl"])) if r.get("window_kl") else None
         r["top1"] = float(np.mean(r["window_top1"])) if r.get("window_top1") else None
     for r in rows:
-        rtn = by_key.get((r["model"], r["mode"], r["group_size"], "rtn"))
+        ratio = re.search(r"-r[0-9.]+$", r["method"])
+        rtn = by_key.get((r["model"], r["mode"], r["group_size"], "rtn" + (ratio.group(0) if ratio else "")))
         full = next((x for x in rows if x["model"] == r["model"] and x["method"] == FULL_PRECISION), None)
         if rtn is None:
             continue
