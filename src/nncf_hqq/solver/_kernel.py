@@ -113,6 +113,18 @@ def _round_to_float16(x):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _scratch(group_size):
+    """A parallel task's buffers for one group: its weights, u = w / s, the codes, the residual and |residual|^p."""
+    return (
+        np.empty(group_size, np.float32),
+        np.empty(group_size, np.float32),
+        np.empty(group_size, np.float32),
+        np.empty(group_size, np.float32),
+        np.empty(group_size, np.float32),
+    )
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _quantize(w, scale, zero_point, q_max, p, u, q, residual, residual_p):
     """Fills u = w / s, Q = clip(round(u + z), 0, q_max), the residual u + z - Q and |residual|^p; returns phi."""
     total = np.float32(0.0)
@@ -208,11 +220,7 @@ def solve_asymmetric(
     half, zero = np.float32(0.5), np.float32(0.0)
     eps = np.finfo(np.float32).eps
     for chunk in numba.prange((num_groups + _CHUNK - 1) // _CHUNK):
-        w = np.empty(group_size, np.float32)
-        u = np.empty(group_size, np.float32)
-        q = np.empty(group_size, np.float32)
-        residual = np.empty(group_size, np.float32)
-        residual_p = np.empty(group_size, np.float32)
+        w, u, q, residual, residual_p = _scratch(group_size)
         for i in range(chunk * _CHUNK, min((chunk + 1) * _CHUNK, num_groups)):
             _load(weight[i], w)
             a = importance[i] if weighted else w
@@ -315,11 +323,7 @@ def solve_symmetric(weight, scale, q_min, q_max, lp_norm, beta, kappa, num_itera
     half, zero = np.float32(0.5), np.float32(0.0)
     z, top = -q_min, q_max - q_min
     for chunk in numba.prange((num_groups + _CHUNK - 1) // _CHUNK):
-        w = np.empty(group_size, np.float32)
-        u = np.empty(group_size, np.float32)
-        q = np.empty(group_size, np.float32)
-        residual = np.empty(group_size, np.float32)
-        residual_p = np.empty(group_size, np.float32)
+        w, u, q, residual, residual_p = _scratch(group_size)
         for i in range(chunk * _CHUNK, min((chunk + 1) * _CHUNK, num_groups)):
             _load(weight[i], w)
             group_max, group_min, non_finite = zero, zero, zero
