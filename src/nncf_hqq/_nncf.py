@@ -29,7 +29,6 @@ from nncf.quantization.algorithms.weight_compression.config import WeightCompres
 from nncf.quantization.algorithms.weight_compression.config import WeightCompressionParameters
 from nncf.quantization.algorithms.weight_compression.openvino_backend import OVWeightCompressionAlgoBackend
 from nncf.quantization.algorithms.weight_compression.parameters import CompressedWeight
-from nncf.quantization.algorithms.weight_compression.weight_lowering import calculate_integer_quantization_params
 from nncf.quantization.algorithms.weight_compression.weight_lowering import reshape_weight_for_grouped_quantization
 from nncf.tensor import Tensor
 from nncf.tensor.functions.openvino_numeric import DTYPE_MAP
@@ -46,7 +45,6 @@ __all__ = [
     "NNCFGraph",
     "WeightCompressionConfig",
     "WeightCompressionParameters",
-    "calculate_integer_quantization_params",
     "reshape_weight_for_grouped_quantization",
     "track",
     "weight_compression_class",

@@ -326,14 +326,12 @@ def solve_symmetric(weight, scale, q_min, q_max, lp_norm, beta, kappa, num_itera
         w, u, q, residual, residual_p = _scratch(group_size)
         for i in range(chunk * _CHUNK, min((chunk + 1) * _CHUNK, num_groups)):
             _load(weight[i], w)
-            group_max, group_min, non_finite = zero, zero, zero
-            raw_max, raw_min = w[0], w[0]
+            raw_max, raw_min, non_finite = w[0], w[0], zero
             for j in range(group_size):
-                group_max = max(group_max, w[j])
-                group_min = min(group_min, w[j])
                 raw_max = max(raw_max, w[j])
                 raw_min = min(raw_min, w[j])
                 non_finite += w[j] * zero  # NaN once a weight is NaN or infinite, else 0
+            group_max, group_min = max(raw_max, zero), min(raw_min, zero)
             if non_finite != zero:
                 best_scales[i] = np.nan
                 continue
