@@ -30,8 +30,8 @@ FULL_PRECISION = "float"  # the uncompressed model's row (as exported: f16 LLMs,
 class Method:
     """
     :param name: Registry name.
-    :param kwargs: `nncf_hqq.compress_weights` arguments besides mode, group size and dataset; `hqq_params` and
-        `equalization_params` go into the advanced parameters.
+    :param kwargs: `nncf_hqq.compress_weights` arguments besides mode, group size and dataset; `hqq_params`,
+        `equalization_params` and `offload_codes` go into the advanced parameters.
     :param data_aware: Whether the method needs a calibration dataset.
     :param calibration: The dataset a data-aware method is fed: "text" (real text, disjoint from the evaluated)
         or "self" (text the uncompressed model wrote, `nncf_hqq.calibration`).
@@ -59,6 +59,7 @@ METHODS = [
     # `hqq=True` as a user calls it (power equalization, one HQQ iteration from RTN), and its zero point storages
     Method("hqq-default", {"hqq": True}),
     Method("hqq-f16zp", {"hqq": True, "hqq_params": AdvancedHQQParameters(zero_point_storage="float16")}),
+    Method("hqq-default-in-memory", {"hqq": True, "offload_codes": False}),  # the codes not in mapped files
     # mixed precision: a share `ratio` of the weights in 4 bits, the rest INT8 (NNCF's sensitivity ranking)
     *[Method(f"rtn-r{r}", {"ratio": r}) for r in (0.8, 0.5)],
     *[Method(f"hqq-default-r{r}", {"hqq": True, "ratio": r}) for r in (0.8, 0.5)],
@@ -167,7 +168,8 @@ def compress_model(
     if method.name == FULL_PRECISION:
         return model, 0.0
     kwargs = dict(method.kwargs)
-    given = {name: kwargs.pop(name) for name in ("hqq_params", "equalization_params") if name in kwargs}
+    advanced_names = ("hqq_params", "equalization_params", "offload_codes")
+    given = {name: kwargs.pop(name) for name in advanced_names if name in kwargs}
     # group sizes that do not divide a layer's channels fall back to a smaller group, alike for every method
     advanced = AdvancedCompressionParameters(group_size_fallback_mode=GroupSizeFallbackMode.ADJUST)
     advanced = dataclasses.replace(advanced, **given)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.memory import memory_cgroup_available
 from benchmarks.packaged import COMPLETE_MARKER
 from benchmarks.packaged import PackagedFile
 from benchmarks.packaged import assemble
@@ -67,6 +68,39 @@ def test_speed_benchmark_child_reports_time_and_peak_memory(tmp_path):
         result = measure(ir, method, "int4_asym:64")
         assert result["seconds"] > 0 and result["peak_rss_mib"] > 0
         assert result["num_weights"] == 2 * 2 * 256 * 512
+
+
+def test_memory_benchmark_bisects_to_the_smallest_completing_limit(monkeypatch, tmp_path):
+    import benchmarks.memory as memory
+
+    ir = tmp_path / "model.xml"
+    ir.with_suffix(".bin").write_bytes(b"\0" * 2**20 * 100)  # 100 MiB: steps of 16 MiB (the floor)
+    needed = 237.0
+
+    def fake_run(ir, method, config, limit_mib, timeout, scratch):
+        completed = limit_mib is None or limit_mib >= needed
+        return memory.Probe(limit_mib, completed, 1.0, 300.0, "ok" if completed else "killed")
+
+    monkeypatch.setattr(memory, "run_limited", fake_run)
+    args = type("Args", (), {"resolution": 0.02, "timeout_factor": 5.0, "cache_dir": tmp_path})()
+    _, completing, probes = memory.smallest_limit(ir, "rtn", "int4_asym:64", args)
+    assert needed <= completing.limit_mib <= needed + 16
+    assert any(not p.completed and p.limit_mib >= needed - 16 for p in probes)  # the failure that bounds it
+
+
+@pytest.mark.skipif(
+    not memory_cgroup_available(), reason="needs root and the cgroup v1 memory controller (benchmarks.memory)"
+)
+def test_memory_benchmark_run_is_killed_under_a_small_limit_and_completes_without_one(tmp_path):
+    from benchmarks.memory import run_limited
+    from benchmarks.speed import synthetic_stack
+
+    ir = synthetic_stack(tmp_path / "stack.xml", (256, 512), layers=2)
+    unlimited = run_limited(ir, "hqq-default", "int4_asym:64", None, None, tmp_path)
+    assert unlimited.completed and unlimited.max_usage_mib > 64
+    small = run_limited(ir, "hqq-default", "int4_asym:64", 64, 120, tmp_path)
+    assert not small.completed and small.outcome == "killed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stack.bin", "stack.xml"]  # outputs removed
 
 
 def test_inference_speed_benchmark_times_every_storage_against_rtn(tmp_path):

@@ -2,6 +2,7 @@
 
 import dataclasses
 import inspect
+from pathlib import Path
 from typing import Any
 from typing import TypeVar
 
@@ -29,6 +30,7 @@ from nncf_hqq.hqq import SUPPORTED_MODES
 from nncf_hqq.hqq import check_weight_is_finite
 from nncf_hqq.parameters import AdvancedHQQParameters
 from nncf_hqq.parameters import HQQZeroPointStorage
+from nncf_hqq.validation import check_bool
 
 TModel = TypeVar("TModel")
 SYMMETRIC_MODES = (CompressWeightsMode.INT4_SYM, CompressWeightsMode.INT8_SYM)
@@ -116,6 +118,9 @@ def _resolve_settings(model: TModel, arguments: dict[str, Any]) -> SeamSettings:
     else:
         equalize_at = "transform"
     rule = EqualizationRule.from_parameters(equalization_params)
+    offload_codes = getattr(advanced_parameters, "offload_codes", False)
+    offload_dir = getattr(advanced_parameters, "offload_dir", None)
+    _check_offload(offload_codes, offload_dir)
     return SeamSettings(
         algorithm=HQQ(hqq_params),
         check_weight=check_weight_is_finite,
@@ -125,7 +130,16 @@ def _resolve_settings(model: TModel, arguments: dict[str, Any]) -> SeamSettings:
         eager=eager,
         equalization=None if rule is None else Equalization(rule),
         equalize_at=equalize_at,
+        offload_codes=offload_codes,
+        offload_dir=None if offload_dir is None else str(offload_dir),
     )
+
+
+def _check_offload(offload_codes, offload_dir) -> None:
+    check_bool("AdvancedCompressionParameters.offload_codes", offload_codes)
+    if offload_dir is not None and not (isinstance(offload_dir, str | Path) and Path(offload_dir).is_dir()):
+        msg = f"AdvancedCompressionParameters.offload_dir must be an existing directory or None, got {offload_dir!r}."
+        raise nncf.ValidationError(msg)
 
 
 def _check_hqq_arguments(

@@ -10,17 +10,18 @@ from dataclasses import field
 from typing import Any
 from typing import Protocol
 
-import numpy as np
 import openvino as ov
 from nncf.tensor import Tensor
 
 from nncf_hqq.code_packing import carries_codes
 from nncf_hqq.code_packing import with_codes_as_constant_data
+from nncf_hqq.codes_offload import CodesOffload
 from nncf_hqq.equalization.algorithm import Equalization
 from nncf_hqq.equalization.algorithm import EqualizationPlan
 from nncf_hqq.equalization.algorithm import WeightConfig
 from nncf_hqq.graph_journal import GraphJournal
 from nncf_hqq.graph_journal import replace_constant
+from nncf_hqq.openvino_graph import node_under
 from nncf_hqq.zero_point_storage import FloatZeroPoints
 
 # NNCF's WeightCompressionParameters, CompressedWeight and NNCFGraph, named in type hints (nncf_hqq._nncf)
@@ -66,6 +67,8 @@ class SeamSettings:
     :param equalize_at: When it is planned and applied: "statistics", "precision" or "transform" (see
         `CompressionSession`).
     :param record_plan: Called with the equalization plan once it is made (its factors say what was applied).
+    :param offload_codes: Keep the codes of the compressed weights in mapped files (`nncf_hqq.codes_offload`).
+    :param offload_dir: Where those files go; None: the system's temporary directory.
     """
 
     algorithm: PrecomputingAlgorithm
@@ -77,6 +80,8 @@ class SeamSettings:
     equalization: Equalization | None = None
     equalize_at: str = "transform"
     record_plan: Callable[[EqualizationPlan], None] = lambda plan: None
+    offload_codes: bool = False
+    offload_dir: str | None = None
 
 
 @dataclass
@@ -86,6 +91,7 @@ class _TransformState:
     # weight constant name -> the weight and its task (None: NNCF's parameters), while transforming lazily
     pending: dict[str, tuple[WeightParams, WeightTask | None]] = field(default_factory=dict)
     lazy_factors: set[str] = field(default_factory=set)  # weight constants the plan scales as they are compressed
+    offload: CodesOffload | None = None
 
 
 class CompressionSession:
@@ -101,7 +107,8 @@ class CompressionSession:
     - `transform`, around NNCF's transform: with `equalize_at` "transform", the plan is made there and each weight
       scaled as it is compressed; each weight is checked and solved when NNCF reads it (`before_subgraph`), so
       weights are read one at a time (with `eager`, all solved before the transform, reading each twice);
-      its codes and float zero point are stored (`after_subgraph`), and zero point offsets added at the end;
+      its codes and float zero point are stored (`after_subgraph`; with `offload_codes`, the codes in a mapped
+      file), and zero point offsets added at the end;
     - `undo`, on any exception: the graph edits made so far (equalization, re-wiring of compressed weights, zero
       point offsets) are undone, the model's graph is again the one given (LoRA adapters, which NNCF inserts during
       its transform, are not undone).
@@ -179,11 +186,15 @@ class CompressionSession:
             matmuls = {
                 self._backend.weight_constant_name(wp): self._backend.matmul_with_weight(wp) for wp in all_weight_params
             }
+        if self.settings.offload_codes:
+            self._state.offload = CodesOffload(self.settings.offload_dir)
         try:
             model = nncf_transform(precomputed)
             self.zero_points.add_offsets(matmuls)
         finally:
             self.zero_points.clear()
+            if self._state.offload is not None:
+                self._state.offload.close()
             self._state = _TransformState()
         return model
 
@@ -211,8 +222,15 @@ class CompressionSession:
     def after_subgraph(
         self, mul: ov.Node, compressed: CompressedWeight, const_name: str, num_bits: int, zero_point_type: ov.Type
     ) -> None:
-        """Stores the float zero point of the weight NNCF has just compressed (`FloatZeroPoints`)."""
+        """
+        Stores the float zero point of the weight NNCF has just compressed (`FloatZeroPoints`), and with
+        `offload_codes` moves its codes constant into a mapped file.
+        """
         self.zero_points.store(mul, const_name, compressed, num_bits, zero_point_type)
+        if self._state.offload is not None:
+            codes = node_under(mul, const_name)
+            if codes is not None and codes.get_type_name() == "Constant":
+                self._state.offload.move(codes)
 
     def undo(self) -> None:
         self.journal.undo()
@@ -227,6 +245,4 @@ class CompressionSession:
 
 def _scaled_weight(weight: Tensor, plan: EqualizationPlan, name: str) -> Tensor:
     """The weight times its equalization factors, rounded to its own precision when that is float16."""
-    value = weight.as_numpy_tensor().data
-    scaled = plan.apply(name, value)
-    return Tensor(scaled.astype(np.float16) if value.dtype == np.float16 else scaled)
+    return Tensor(plan.apply_keeping_float16(name, weight.as_numpy_tensor().data))

@@ -82,12 +82,23 @@ def replace_zero_point(output_node: ov.Node, const_node_name: str, zero_point: o
     `const_node_name`, found under `output_node`.
     """
     subtract_name = f"{const_node_name}/zero_point/subtract"
-    stack = [output_node]
+    subtract = node_under(output_node, subtract_name)
+    if subtract is None:
+        msg = f"Zero point subtract {subtract_name} not found in the compression subgraph."
+        raise nncf.InternalError(msg)
+    subtract.input(1).replace_source_output(zero_point.output(0))
+
+
+def node_under(output_node: ov.Node, name: str) -> ov.Node | None:
+    """The node of friendly name `name` among `output_node` and the nodes it reads from, directly or not; or None."""
+    stack, seen = [output_node], set()
     while stack:
         node = stack.pop()
-        if node.get_friendly_name() == subtract_name:
-            node.input(1).replace_source_output(zero_point.output(0))
-            return
-        stack.extend(inp.get_source_output().get_node() for inp in node.inputs())
-    msg = f"Zero point subtract {subtract_name} not found in the compression subgraph."
-    raise nncf.InternalError(msg)
+        if node.get_friendly_name() == name:
+            return node
+        for value in node.input_values():
+            source = value.get_node()
+            if source.get_friendly_name() not in seen:
+                seen.add(source.get_friendly_name())
+                stack.append(source)
+    return None

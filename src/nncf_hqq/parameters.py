@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from dataclasses import field
 from enum import Enum
+from pathlib import Path
 
 from nncf.quantization.advanced_parameters import AdvancedCompressionParameters as NNCFAdvancedCompressionParameters
 
@@ -107,8 +108,16 @@ class AdvancedCompressionParameters(NNCFAdvancedCompressionParameters):
     :param equalization_params: The equalization folded into the model before HQQ (with `hqq=True`).
     :param self_calibration: With `hqq=True` and no dataset: the model writes its own calibration text with these
         parameters, and NNCF's data-aware algorithms (AWQ, scale estimation) run on it. None: data-free.
+    :param offload_codes: With `hqq=True`: keep the integer codes of the compressed weights (a quarter of an f16
+        model in 4 bits) in deleted files that OpenVINO maps instead of in the process's memory, so that the
+        kernel can drop their pages under memory pressure and read them back when the model is saved or compiled
+        (`nncf_hqq.codes_offload`). They need that much free disk space until the model is released.
+    :param offload_dir: An existing directory for those files; None: the system's temporary directory (which
+        should not be a RAM file system, or the codes stay in memory).
     """
 
     hqq_params: AdvancedHQQParameters = field(default_factory=AdvancedHQQParameters)
     equalization_params: AdvancedEqualizationParameters = field(default_factory=AdvancedEqualizationParameters)
     self_calibration: SelfCalibrationParameters | None = None
+    offload_codes: bool = True
+    offload_dir: str | Path | None = None

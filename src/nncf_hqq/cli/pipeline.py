@@ -133,11 +133,16 @@ class CompressionOptions:
         return nncf.CompressWeightsMode(f"int{self.bits}_{'sym' if self.sym else 'asym'}")
 
     def compress_weights_kwargs(
-        self, model: ov.Model, model_dir: Path | None = None, cache_dir: Path | None = None
+        self,
+        model: ov.Model,
+        model_dir: Path | None = None,
+        cache_dir: Path | None = None,
+        offload_dir: Path | None = None,
     ) -> dict:
         """
         Arguments of `nncf_hqq.compress_weights` for `model` (from the optimum-intel directory `model_dir`); the
-        self-written calibration text is kept in `cache_dir` when given.
+        self-written calibration text is kept in `cache_dir` when given, the compressed weights' codes are kept in
+        mapped files in `offload_dir` (the system's temporary directory when None).
         """
         kwargs = {"mode": self.mode, "hqq": self.method == "hqq"}
         # a weight whose input channels the group size does not divide (Cohere's rotary embedding MatMul, layers
@@ -156,6 +161,7 @@ class CompressionOptions:
                 hqq_params=self.hqq_params(),
                 equalization_params=self.equalization_params(),
                 self_calibration=self_calibration,
+                offload_dir=offload_dir,
             )
         kwargs["advanced_parameters"] = AdvancedCompressionParameters(**advanced)
         return kwargs
@@ -241,7 +247,8 @@ def _compress_ir(
     chmod_like_mkdir(partial)
     try:
         start = time.perf_counter()
-        kwargs = options.compress_weights_kwargs(model, ir_file.parent, calibration_cache)
+        # the codes' files beside the output (on its file system, not a RAM /tmp; removed with `partial` if killed)
+        kwargs = options.compress_weights_kwargs(model, ir_file.parent, calibration_cache, offload_dir=partial)
         model, equalization = compress_weights_and_plan(model, **kwargs)
         seconds = time.perf_counter() - start
         with step("Writing the model and measuring its weight error"):

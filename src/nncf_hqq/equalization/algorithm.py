@@ -82,6 +82,27 @@ class EqualizationPlan:
         for absorber in group.absorbers:
             self.multiply(absorber.node.get_friendly_name(), absorber.axis, c)
 
+    def apply_keeping_float16(self, name: str, value: np.ndarray) -> np.ndarray:
+        """
+        `apply` rounded to float16 when `value` is float16 (as a float16 constant would store it), in one compiled
+        pass for 2-D values; other values as `apply` gives them.
+        """
+        factors = self.factors.get(name, {})
+        if value.dtype != np.float16:
+            return self.apply(name, value)
+        if value.ndim != 2 or not set(factors) <= {0, 1}:
+            return self.apply(name, value).astype(np.float16)
+        from nncf_hqq.equalization._kernel import scale_float16_rows_columns  # numba, loaded on first use
+
+        none = np.zeros(0, np.float32)
+        bits = scale_float16_rows_columns(
+            np.ascontiguousarray(value).view(np.uint16),
+            factors.get(0, none),
+            factors.get(1, none),
+            next(iter(factors), 0) == 0,
+        )
+        return bits.view(np.float16)
+
     def apply(self, name: str, value: np.ndarray) -> np.ndarray:
         """`value` (of the constant `name`) times its factors, float32."""
         value = value.astype(np.float32)

@@ -1,0 +1,107 @@
+"""The codes of compressed weights in mapped files: the same model, its memory given back, nothing left on disk."""
+
+import gc
+import re
+import sys
+
+import nncf
+import numpy as np
+import openvino as ov
+import pytest
+from nncf import CompressWeightsMode
+
+import nncf_hqq.codes_offload
+from nncf_hqq import AdvancedCompressionParameters
+from nncf_hqq import compress_weights
+from tests.openvino.native.models import constant_types
+from tests.openvino.native.models import constants
+from tests.openvino.native.models import heavy_tailed_weight
+from tests.openvino.native.models import linear_model
+
+# 2048 x 1024 codes: 1 MiB packed in 4 bits, 2 MiB in 8 bits (offloaded); 64 x 128: a few KiB (kept in memory)
+WEIGHTS = {"big": (2048, 1024), "small": (64, 128)}
+
+
+def _model() -> ov.Model:
+    return linear_model({name: heavy_tailed_weight(shape, seed=i) for i, (name, shape) in enumerate(WEIGHTS.items())})
+
+
+def _compress(model: ov.Model, mode=CompressWeightsMode.INT4_ASYM, **advanced) -> ov.Model:
+    params = AdvancedCompressionParameters(**advanced)
+    if mode in (CompressWeightsMode.INT8_ASYM, CompressWeightsMode.INT8_SYM):
+        return compress_weights(model, mode=mode, hqq=True, advanced_parameters=params)
+    return compress_weights(model, mode=mode, group_size=64, all_layers=True, hqq=True, advanced_parameters=params)
+
+
+def _named(values: dict) -> dict:
+    """Without the constants OpenVINO names by a global counter (`Constant_<n>`, such as reshape shapes)."""
+    return {name: value for name, value in values.items() if not re.fullmatch(r"Constant_\d+", name)}
+
+
+def _mapped_files() -> list[str]:
+    with open("/proc/self/maps") as maps:
+        return [line.split(maxsplit=5)[-1].strip() for line in maps if "nncf_hqq_codes_" in line]
+
+
+@pytest.mark.parametrize(
+    "mode", [CompressWeightsMode.INT4_ASYM, CompressWeightsMode.INT4_SYM, CompressWeightsMode.INT8_ASYM]
+)
+def test_offloaded_model_has_the_same_constants_and_outputs_as_the_one_in_memory(tmp_path, mode):
+    in_memory = _compress(_model(), mode, offload_codes=False)
+    offloaded = _compress(_model(), mode, offload_codes=True, offload_dir=tmp_path)
+    assert _named(constant_types(offloaded)) == _named(constant_types(in_memory))
+    expected = constants(in_memory)
+    for name, value in _named(constants(offloaded)).items():
+        np.testing.assert_array_equal(value, expected[name], err_msg=name)
+    inputs = {f"{name}_input": np.ones((1, 4, shape[1]), np.float32) for name, shape in WEIGHTS.items()}
+    core = ov.Core()
+    got, want = core.compile_model(offloaded, "CPU")(inputs), core.compile_model(in_memory, "CPU")(inputs)
+    for output in offloaded.outputs:
+        np.testing.assert_array_equal(got[output.any_name], want[output.any_name])
+    assert list(tmp_path.iterdir()) == [], "the private directory is removed after the transform"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_large_codes_live_in_deleted_mapped_files_that_stay_valid_as_long_as_the_model(tmp_path):
+    model = _compress(_model(), offload_dir=tmp_path)
+    values = constants(model)
+    files = _mapped_files()
+    assert len(files) == 1 and files[0].endswith("(deleted)"), files  # "big" only: "small" is under MIN_BYTES
+    gc.collect()
+    np.testing.assert_array_equal(constants(model)["big"], values["big"])  # the mapping outlives the transform
+    ov.save_model(model, tmp_path / "saved" / "model.xml")
+    del model, values
+    gc.collect()
+    assert _mapped_files() == []  # released with the model: the file's blocks are freed
+    saved = ov.Core().read_model(tmp_path / "saved" / "model.xml")
+    assert constant_types(saved)["big"] == ov.Type.u4
+
+
+def test_without_offload_nothing_is_mapped(tmp_path):
+    model = _compress(_model(), offload_codes=False, offload_dir=tmp_path)
+    assert _mapped_files() == [] and list(tmp_path.iterdir()) == []
+    assert constant_types(model)["big"] == ov.Type.u4
+
+
+def test_a_directory_that_cannot_be_written_keeps_the_codes_in_memory_with_one_warning(monkeypatch, tmp_path, caplog):
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(nncf_hqq.codes_offload.ov, "save_model", no_space)
+    expected = constants(_compress(_model(), offload_codes=False))
+    model = _compress(_model(), offload_dir=tmp_path)
+    for name, value in _named(constants(model)).items():
+        np.testing.assert_array_equal(value, expected[name], err_msg=name)
+    warnings = [r for r in caplog.records if "stay in memory" in r.getMessage()]
+    assert len(warnings) == 1 and "No space left on device" in warnings[0].getMessage()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "advanced",
+    [{"offload_codes": 1}, {"offload_codes": "yes"}, {"offload_dir": "/nonexistent/nncf_hqq"}, {"offload_dir": 3}],
+)
+def test_invalid_offload_parameters_raise_validation_error_naming_the_field(advanced):
+    field = next(iter(advanced))
+    with pytest.raises(nncf.ValidationError, match=f"AdvancedCompressionParameters.{field}"):
+        _compress(_model(), **advanced)
