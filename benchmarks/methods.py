@@ -69,6 +69,10 @@ METHODS = [
     Method("rtn+eq-sinkhorn", _hqq(equalization="sinkhorn", scale_search_steps=0, num_iterations=0)),
     Method("hqq-eq-power-nosearch", _hqq(equalization="power", scale_search_steps=0, num_iterations=1)),
     Method("hqq-eq-power-nosearch-sym20", _hqq(equalization="power", scale_search_steps=0)),  # 20 iterations in sym
+    *[
+        Method(f"hqq-eq-power-nosearch-it{n}", _hqq(equalization="power", scale_search_steps=0, num_iterations=n))
+        for n in (3, 5, 10)
+    ],
     Method("hqq-eq-sinkhorn", _hqq(equalization="sinkhorn", scale_search_steps=0, num_iterations=1)),
     Method("hqq-eq-power-search", _hqq(equalization="power", scale_search_steps=7, num_iterations=1)),
     # HQQ without equalization: hqq-u4 is the scale search (7 expansions) and one iteration
