@@ -49,6 +49,7 @@ class CodesOffload:
             nncf_logger.warning(f"Compressed weights stay in memory: cannot write them under {self._parent}: {error}")
             return const
         mapped.set_friendly_name(const.get_friendly_name())
+        mapped.output(0).get_tensor().set_names(set(const.output(0).get_names()))  # not the one-constant IR's
         for target in list(const.output(0).get_target_inputs()):
             target.replace_source_output(mapped.output(0))
         return mapped

@@ -59,6 +59,12 @@ def test_offloaded_model_has_the_same_constants_and_outputs_as_the_one_in_memory
     for output in offloaded.outputs:
         np.testing.assert_array_equal(got[output.any_name], want[output.any_name])
     assert list(tmp_path.iterdir()) == [], "the private directory is removed after the transform"
+    names = {op.get_friendly_name(): op.output(0).get_names() for op in offloaded.get_ordered_ops()}
+    assert (
+        names["big"]
+        == set()
+        == {op.get_friendly_name(): op.output(0).get_names() for op in in_memory.get_ordered_ops()}["big"]
+    )
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
