@@ -73,6 +73,11 @@ METHODS = [
         Method(f"hqq-eq-power-nosearch-it{n}", _hqq(equalization="power", scale_search_steps=0, num_iterations=n))
         for n in (3, 5, 10)
     ],
+    # 20 iterations in sym with each group stopping after k iterations that did not lower its error
+    *[
+        Method(f"hqq-eq-power-nosearch-sym20-p{k}", _hqq(equalization="power", scale_search_steps=0, patience=k))
+        for k in (1, 2)
+    ],
     Method("hqq-eq-sinkhorn", _hqq(equalization="sinkhorn", scale_search_steps=0, num_iterations=1)),
     Method("hqq-eq-power-search", _hqq(equalization="power", scale_search_steps=7, num_iterations=1)),
     # HQQ without equalization: hqq-u4 is the scale search (7 expansions) and one iteration

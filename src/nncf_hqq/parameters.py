@@ -49,6 +49,8 @@ class AdvancedHQQParameters:
     :param num_iterations: Number of proximal iterations per weight (0: the starting parameters alone, RTN's or the
         scale search's). None: 1 in asymmetric modes (more iterations were measured not to lower perplexity) and
         20 in symmetric ones.
+    :param patience: Stop a group's iterations after this many consecutive iterations that did not lower its lp
+        error (HQQ's early stop, per group; the group keeps its best parameters); None runs every iteration.
     :param lp_norm: The p of the lp error norm the solver minimises, in (0, 1]; p < 1 makes it robust to outliers.
     :param beta: Initial penalty weight of the half-quadratic split.
     :param kappa: Growth factor of beta per iteration (beta is annealed towards the hard constraint).
@@ -68,6 +70,7 @@ class AdvancedHQQParameters:
     """
 
     num_iterations: int | None = None
+    patience: int | None = None
     lp_norm: float = 0.7
     beta: float = 10.0
     kappa: float = 1.01
@@ -81,6 +84,7 @@ class AdvancedHQQParameters:
         """Raises nncf.ValidationError naming the first invalid field and what to change."""
         field = "AdvancedHQQParameters.{}".format
         check_integer(field("num_iterations"), self.num_iterations, allow_none=True)
+        check_integer(field("patience"), self.patience, minimum=1, allow_none=True)
         check_integer(field("scale_search_steps"), self.scale_search_steps)
         check_real(field("lp_norm"), self.lp_norm, "a number in (0, 1]", lambda x: 0.0 < x <= 1.0)
         check_real(field("beta"), self.beta, "a positive finite number", lambda x: x > 0.0)

@@ -184,6 +184,7 @@ def solve_asymmetric(
     beta,
     kappa,
     num_iterations,
+    patience,
     search_steps,
     search_step,
     clip_extremes,
@@ -200,6 +201,8 @@ def solve_asymmetric(
     :param importance: float32 [groups, group size] factors of the search's squared errors, or [0, 0] for none.
     :param q_max: Largest code, 2^bits - 1 (float32).
     :param lp_norm, beta, kappa, num_iterations, clip_extremes: As in `AdvancedHQQParameters`.
+    :param patience: A group stops after this many consecutive iterations without a lower phi (`patience` of
+        `AdvancedHQQParameters`; more than `num_iterations` never stops).
     :param search_steps: Number of scale expansions searched (0: no search).
     :param search_step: Their relative step: the candidate scales are (1 + search_step k) s, k = 0..search_steps.
     :param refit_zero_point: 0: integer zero points; 1: then refit a float zero point, z_f = mean(Q - W / s) for the
@@ -245,15 +248,17 @@ def solve_asymmetric(
                 s, z = _scale_expansion_search(
                     w, a, weighted, group_min, group_max, s, q_max, search_steps, search_step
                 )
-            b = beta
+            b, stale = beta, 0
             for iteration in range(num_iterations + 1):
                 # the buffers still hold the start's quantization if the search kept the start
                 if iteration > 0 or s != best_scale or z != best_zero_point:
                     error = _quantize(w, s, z, q_max, p, u, q, residual, residual_p)
                     q_holds_best_codes = error < best_error
                     if q_holds_best_codes:
-                        best_scale, best_zero_point, best_error = s, z, error
-                if iteration == num_iterations:
+                        best_scale, best_zero_point, best_error, stale = s, z, error, 0
+                    elif iteration > 0:
+                        stale += 1
+                if iteration == num_iterations or stale >= patience:
                     break
                 # E = shrink_p(residual, beta); the target of (Q - z) is u - E
                 mean = zero
@@ -296,7 +301,7 @@ def solve_asymmetric(
 
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, error_model="numpy", cache=True)
-def solve_symmetric(weight, scale, q_min, q_max, lp_norm, beta, kappa, num_iterations, clip_extremes):
+def solve_symmetric(weight, scale, q_min, q_max, lp_norm, beta, kappa, num_iterations, patience, clip_extremes):
     """
     `nncf_hqq.solver.reference.solve` for symmetric modes: the best scale per group.
 
@@ -310,6 +315,7 @@ def solve_symmetric(weight, scale, q_min, q_max, lp_norm, beta, kappa, num_itera
     :param q_min: Smallest code, -2^(bits - 1) (float32).
     :param q_max: Largest code, 2^(bits - 1) - 1 (float32).
     :param lp_norm, beta, kappa, num_iterations, clip_extremes: As in `AdvancedHQQParameters`.
+    :param patience: As in `solve_asymmetric`.
     :return: The best scale per group, float32 [groups], NaN for a group with a NaN or infinite weight; and the
         codes of the weights for it, int8 [groups, group size]: Q = clip(round(W / s), q_min, q_max), as NNCF's
         integer quantization computes them from a given scale (undefined for a NaN scale).
@@ -345,13 +351,15 @@ def solve_symmetric(weight, scale, q_min, q_max, lp_norm, beta, kappa, num_itera
             else:
                 no_clip = max(-group_min / (q_max + half), group_max / (half - q_min))
             best_scale, best_error = s, _quantize(w, s, z, top, p, u, q, residual, residual_p)
-            b = beta
+            b, stale = beta, 0
             for iteration in range(num_iterations + 1):
                 if iteration > 0:
                     error = _quantize(w, s, z, top, p, u, q, residual, residual_p)
                     if error < best_error:
-                        best_scale, best_error = s, error
-                if iteration == num_iterations:
+                        best_scale, best_error, stale = s, error, 0
+                    else:
+                        stale += 1
+                if iteration == num_iterations or stale >= patience:
                     break
                 # E = shrink_p(residual, beta); the scale's least-squares fit of the target u - E by the codes
                 numerator, denominator = zero, zero

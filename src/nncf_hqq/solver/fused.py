@@ -55,6 +55,7 @@ def solve_asymmetric_fused(
             params.beta,
             params.kappa,
             params.iterations(asymmetric=True),
+            _patience(params, asymmetric=True),
             params.scale_search_steps,
             SCALE_SEARCH_STEP,
             params.clip_extremes,
@@ -91,9 +92,15 @@ def solve_symmetric_fused(
             params.beta,
             params.kappa,
             params.iterations(asymmetric=False),
+            _patience(params, asymmetric=False),
             params.clip_extremes,
         )
     return Tensor(best_scale[:, None]), Tensor(codes)
+
+
+def _patience(params: AdvancedHQQParameters, asymmetric: bool) -> int:
+    """`params.patience` as the kernels take it: None (never stop early) as one more than the iterations."""
+    return params.iterations(asymmetric) + 1 if params.patience is None else params.patience
 
 
 def _as_array(x: Tensor, shape: tuple[int, ...]) -> np.ndarray:

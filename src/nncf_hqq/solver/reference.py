@@ -43,7 +43,8 @@ def solve(
     Q; f16-rounded for FLOAT16), where that lowers phi. (The reference HQQ's float update z <- mean(Q - (u - E))
     inside the loop was measured worse for perplexity, see benchmarks/RESULTS.md.) Per group, the result is the
     candidate with the lowest phi: never worse than the given (s, z), and never worse with more iterations (a
-    group's result stops changing once it stops improving).
+    group's result stops changing once it stops improving). With `params.patience` = k, a group stops iterating
+    after k consecutive iterations without a lower phi (HQQ's early stop, applied per group).
 
     :param weight: float32 weights, [..., group].
     :param scale: Initial scale, [..., 1].
@@ -76,6 +77,7 @@ def solve(
             weight, group_min, group_max, scale, q_min, q_max, params.scale_search_steps, importance
         )
 
+    active, stale = None, None  # groups still iterating; consecutive iterations without a lower phi
     for iteration in range(num_iterations + 1):
         u, q, residual, abs_residual, abs_residual_p, error = _quantize(weight, scale, zero_point, q_min, q_max, p)
 
@@ -87,8 +89,14 @@ def solve(
             best_scale = fns.where(improved, scale, best_scale)
             if zero_point is not None:
                 best_zero_point = fns.where(improved, zero_point, best_zero_point)
+            if iteration > 0 and params.patience is not None:
+                stale = fns.where(improved, 0.0, (0.0 if stale is None else stale) + 1.0)
+                active = stale < params.patience
+                if not fns.any(active):
+                    break
         if iteration == num_iterations:
             break
+        previous_scale, previous_zero_point = scale, zero_point
 
         # shrink_p(residual) with |x|^(p-1) = |x|^p / |x|, safe at x = 0
         threshold = abs_residual_p / (fns.maximum(abs_residual, 1e-30) * beta)
@@ -106,6 +114,10 @@ def solve(
                     group_max / (q_max + 0.5 - zero_point), -group_min / (zero_point - q_min + 0.5)
                 )
                 scale = fns.maximum(scale, no_clip_scale)
+        if active is not None:  # stopped groups keep their parameters (and so their best)
+            scale = fns.where(active, scale, previous_scale)
+            if zero_point is not None:
+                zero_point = fns.where(active, zero_point, previous_zero_point)
         beta *= params.kappa
 
     if zero_point is not None and storage != HQQZeroPointStorage.INTEGER:

@@ -53,6 +53,11 @@ CASES = {
     "search_only": (AdvancedHQQParameters(num_iterations=0, scale_search_steps=7), False),
     "l1": (AdvancedHQQParameters(lp_norm=1.0), False),
     "three_iterations": (AdvancedHQQParameters(num_iterations=3), False),
+    "ten_iterations_patience_1": (AdvancedHQQParameters(num_iterations=10, patience=1), False),
+    "search_ten_iterations_patience_2": (
+        AdvancedHQQParameters(num_iterations=10, patience=2, scale_search_steps=7),
+        False,
+    ),
     "no_search_clipping": (AdvancedHQQParameters(scale_search_steps=0, clip_extremes=True), False),
     "importance": (AdvancedHQQParameters(scale_search_steps=7), True),
     "offset": (AdvancedHQQParameters(zero_point_storage=HQQZeroPointStorage.OFFSET), False),
@@ -126,6 +131,8 @@ SYMMETRIC_CASES = {
     "default": AdvancedHQQParameters(),  # 20 iterations in symmetric modes
     "l1": AdvancedHQQParameters(lp_norm=1.0),
     "one_iteration": AdvancedHQQParameters(num_iterations=1),
+    "patience_1": AdvancedHQQParameters(patience=1),
+    "patience_3": AdvancedHQQParameters(patience=3),
     "clipping": AdvancedHQQParameters(clip_extremes=True),
 }
 
@@ -176,6 +183,33 @@ def test_fused_symmetric_solver_starts_from_nncf_scale_and_then_improves_it(num_
     from_nncf = solve_symmetric_fused(Tensor(weight), None, num_bits, params)[0].data
     given = solve_symmetric_fused(Tensor(weight), nncf_scale, num_bits, params)[0].data
     assert np.array_equal(from_nncf, given)
+
+
+@pytest.mark.parametrize("asymmetric", [True, False])
+def test_patience_stops_each_group_early_without_going_below_its_start(asymmetric):
+    """
+    A group's iterates are the same until it stops, so with a patience its result is the best of a prefix of those
+    without: never better than running every iteration, never worse than the start, and the same where the patience
+    exceeds the iterations. Patience 1 leaves some groups short of what more iterations find.
+    """
+    weight = _groups(seed=9)
+    if asymmetric:
+        start = _rtn(weight)
+        error = lambda result: _lp_error(weight, *result[:2], 0.7)
+        run = lambda params: solve_asymmetric_fused(Tensor(weight), *start, 4, params)
+    else:
+        config = WeightCompressionConfig(mode=CompressWeightsMode.INT4_SYM)
+        start = calculate_integer_quantization_params(Tensor(weight), (1,), config)[:1]
+        error = lambda result: _quantize(Tensor(weight), result[0], None, -8, 7, 0.7)[-1].data.ravel()
+        run = lambda params: solve_symmetric_fused(Tensor(weight), start[0], 4, params)
+    every = run(AdvancedHQQParameters(num_iterations=20))
+    patient = run(AdvancedHQQParameters(num_iterations=20, patience=1))
+    never = run(AdvancedHQQParameters(num_iterations=20, patience=21))
+    assert all(np.array_equal(a.data, b.data) for a, b in zip(every, never, strict=True))
+    assert np.all(error(patient) >= error(every) * (1 - 1e-6))
+    assert np.all(error(patient) <= error((*start, None)) * (1 + 1e-6))
+    assert np.mean(error(patient) > error(every) * (1 + 1e-4)) > 0.01
+    assert np.mean(error(patient) < error((*start, None)) * (1 - 1e-4)) > 0.1
 
 
 def test_fused_symmetric_solver_marks_non_finite_groups():
