@@ -26,6 +26,7 @@ from nncf_hqq.equalization.patterns import count_linears
 from nncf_hqq.equalization.patterns import find_scale_groups
 from nncf_hqq.equalization.scales import columns_by_channel
 from nncf_hqq.equalization.scales import power_scales
+from nncf_hqq.equalization.scales import power_scales_of_means
 from nncf_hqq.equalization.scales import sinkhorn_scales
 
 
@@ -151,9 +152,15 @@ class Equalization:
             if reason is not None:
                 plan.skipped[group.name] = reason
                 continue
-            weights, maps = self._weights_as_rows(plan, group, read)
-            group_size = weight_configs[group.consumers[0].node.get_friendly_name()].group_size
-            c = self.scales(weights, maps, group, group_size)
+            mean_abs = (
+                _mean_abs_by_channel(plan, group, read) if self._rule.method == EqualizationMethod.POWER else None
+            )
+            if mean_abs is not None:  # one pass over each weight, as stored
+                c = power_scales_of_means(Tensor(mean_abs), self._rule.alpha).as_numpy_tensor().data
+            else:
+                weights, maps = self._weights_as_rows(plan, group, read)
+                group_size = weight_configs[group.consumers[0].node.get_friendly_name()].group_size
+                c = self.scales(weights, maps, group, group_size)
             if not np.all(np.isfinite(c)):
                 plan.skipped[group.name] = "non-finite weights"
                 continue
@@ -205,3 +212,37 @@ class Equalization:
             weights.append(Tensor(np.ascontiguousarray(np.moveaxis(value, consumer.axis, -1))))
             maps.append(consumer.channel_map)
         return weights, maps
+
+
+def _mean_abs_by_channel(plan: EqualizationPlan, group: ScaleGroup, read) -> np.ndarray | None:
+    """
+    Per channel k, the mean of |W'| over the group's rows and the columns that read k (W' = W times the factors
+    planned so far), float32 [channels]: what `power_scales` takes the mean of, in one compiled pass over each
+    weight without a float32 copy. None when a consumer weight is not 2-D.
+    """
+    from nncf_hqq.equalization._kernel import weighted_abs_sums  # numba, loaded on first use
+
+    totals = np.zeros(group.num_channels, np.float64)
+    counts = np.zeros(group.num_channels, np.float64)
+    for consumer in group.consumers:
+        value = read(consumer.node)
+        if value.ndim != 2:
+            return None
+        factors = plan.factors.get(consumer.node.get_friendly_name(), {})
+        other = 1 - consumer.axis  # the output axis, summed over
+        if value.dtype == np.float16:
+            value = np.ascontiguousarray(value).view(np.uint16)
+        else:
+            value = np.ascontiguousarray(value, dtype=np.float32)
+        none = np.zeros(0, np.float32)
+        sums = weighted_abs_sums(value, factors.get(other, none), consumer.axis == 1)
+        if consumer.axis in factors:
+            sums = sums * factors[consumer.axis]
+        rows = value.shape[other]
+        if consumer.channel_map is None:
+            totals += sums
+            counts += rows
+        else:
+            totals += np.bincount(consumer.channel_map, weights=sums, minlength=group.num_channels)
+            counts += rows * np.bincount(consumer.channel_map, minlength=group.num_channels)
+    return (totals / counts).astype(np.float32)

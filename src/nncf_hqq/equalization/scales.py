@@ -47,7 +47,12 @@ def normalized(c: Tensor) -> Tensor:
 
 def power_scales(columns: Tensor, alpha: float) -> Tensor:
     """c_k = mean_i(|W_ik|)^alpha, normalised."""
-    return normalized(fns.power(fns.maximum(fns.mean(fns.abs(columns), axis=0), 1e-12), alpha))
+    return power_scales_of_means(fns.mean(fns.abs(columns), axis=0), alpha)
+
+
+def power_scales_of_means(mean_abs: Tensor, alpha: float) -> Tensor:
+    """`power_scales` from the channels' mean_i |W_ik| (at least 1e-12), [num_channels]."""
+    return normalized(fns.power(fns.maximum(mean_abs, 1e-12), alpha))
 
 
 def sinkhorn_scales(columns: Tensor, group_size: int, iterations: int = 16) -> Tensor:

@@ -23,6 +23,7 @@ from nncf_hqq.cli.report import layer_reports
 from nncf_hqq.compress import compress_weights_and_plan
 from nncf_hqq.equalization import EqualizationPlan
 from nncf_hqq.equalization import EqualizationRule
+from nncf_hqq.equalization import algorithm
 from nncf_hqq.equalization import fold_equalization
 from nncf_hqq.equalization import replace_constants
 from nncf_hqq.equalization.patterns import ProducerKind
@@ -131,6 +132,29 @@ def test_equalization_alone_keeps_the_float_model_output(small_lm, method):
     assert any(np.any(np.abs(np.log(v)) > 0.05) for axes in plan.factors.values() for v in axes.values())
     got = _logits(model)
     np.testing.assert_allclose(got, reference, rtol=0, atol=2e-4 * np.abs(reference).max())
+
+
+def test_power_scales_from_one_pass_over_the_weights_are_those_of_their_columns(small_lm, monkeypatch):
+    """
+    The compiled statistic (sums of |W| per input channel, weighted by the factors planned so far, over each weight
+    as stored) gives every group the factors of the readable path (the consumers' columns in float32, then
+    `power_scales`) up to float rounding.
+    """
+    _, ir = small_lm
+    statistics = []
+    one_pass = algorithm._mean_abs_by_channel
+    monkeypatch.setattr(
+        algorithm, "_mean_abs_by_channel", lambda *args: statistics.append(one_pass(*args)) or statistics[-1]
+    )
+    fast = fold_equalization(ov.Core().read_model(ir), EqualizationRule("power"), group_size=32)
+    assert len(statistics) == len(fast.equalized) and all(s is not None for s in statistics)
+    monkeypatch.setattr(algorithm, "_mean_abs_by_channel", lambda *args: None)
+    readable = fold_equalization(ov.Core().read_model(ir), EqualizationRule("power"), group_size=32)
+    assert fast.factors.keys() == readable.factors.keys()
+    for name, axes in readable.factors.items():
+        assert fast.factors[name].keys() == axes.keys()
+        for axis, vector in axes.items():
+            np.testing.assert_allclose(fast.factors[name][axis], vector, rtol=1e-5)
 
 
 def test_scales_are_normalised_bounded_and_balance_the_weights():
