@@ -9,6 +9,7 @@ check; `tests/openvino/native/quantization/test_nncf_hooks.py` fails if NNCF sto
 NNCF version pinned in pyproject.toml.
 """
 
+import dataclasses
 import threading
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -60,6 +61,7 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
     def __init__(self, model: ov.Model, settings: SeamSettings):
         super().__init__(model)
         self.session = CompressionSession(settings, self)
+        self._codes_needed_after_subgraph = False  # NNCF's LoRA correction reads a weight's codes after its subgraph
 
     # hooks
     def transform_model(
@@ -75,6 +77,8 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
         weights = list(getattr(weight_compression_parameters, "sequence", weight_compression_parameters))
         progress = weight_compression_parameters if isinstance(weight_compression_parameters, track) else weights
         parent = super()
+        lora_correction = kwargs.get("lora_correction_algo", args[0] if args else None)
+        self._codes_needed_after_subgraph = lora_correction is not None
 
         def nncf_transform(precomputed: dict | None) -> ov.Model:
             return parent.transform_model(model, graph, progress, precomputed, *args, **kwargs)
@@ -106,6 +110,9 @@ class PrecomputedParamsOVBackend(OVWeightCompressionAlgoBackend):
         )  # fmt: skip
         if compression_config.is_integer:
             self.session.after_subgraph(mul, compressed, const_node_name, compression_config.num_bits, codes_type)
+        if not self._codes_needed_after_subgraph:
+            # NNCF keeps what this returns until the next weight's subgraph is made: not the codes, now in the graph
+            compressed = dataclasses.replace(compressed, tensor=None)
         return mul, compressed
 
     # queries

@@ -4,6 +4,7 @@ What nncf-hqq does inside one call of NNCF's weight compression, step by step as
 precomputing algorithm (HQQ), storing its codes and float zero points, and undoing every graph edit on failure.
 """
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
@@ -21,6 +22,7 @@ from nncf_hqq.equalization.algorithm import EqualizationPlan
 from nncf_hqq.equalization.algorithm import WeightConfig
 from nncf_hqq.graph_journal import GraphJournal
 from nncf_hqq.graph_journal import replace_constant
+from nncf_hqq.openvino_graph import eight_bit_codes_buffer
 from nncf_hqq.openvino_graph import node_under
 from nncf_hqq.zero_point_storage import FloatZeroPoints
 
@@ -32,10 +34,12 @@ CompressedWeight = Any
 class WeightTask(Protocol):
     """How an algorithm compresses one weight (such as `nncf_hqq.hqq.HQQWeightTask`)."""
 
-    def solve(self, wp: WeightParams, weight: Tensor) -> CompressedWeight:
+    def solve(self, wp: WeightParams, weight: Tensor, allocate_codes: Callable | None = None) -> CompressedWeight:
         """
-        The quantization parameters of one weight, from its value; raises `nncf.ValidationError` if the weight has
-        NaN or infinite values (the check `check_weight` makes on the weights without a task).
+        The quantization parameters of one weight, from its value, and its codes (where `allocate_codes`, given
+        their shape and numpy dtype, returns memory for them: a Tensor and its writable array, in that memory);
+        raises `nncf.ValidationError` if the weight has NaN or infinite values (the check `check_weight` makes on
+        the weights without a task).
         """
 
 
@@ -213,8 +217,8 @@ class CompressionSession:
             wp, task = self._state.pending[const_name]
             if task is None:
                 self.settings.check_weight(wp.weight_name, weight)
-            else:  # checks the weight as it solves it
-                precomputed = task.solve(wp, weight)
+            else:  # checks the weight as it solves it; 8-bit codes written where the constant will share them
+                precomputed = task.solve(wp, weight, functools.partial(eight_bit_codes_buffer, codes_type))
         if carries_codes(precomputed, is_integer):
             precomputed = with_codes_as_constant_data(precomputed, codes_type)
         return weight, precomputed

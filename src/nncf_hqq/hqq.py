@@ -1,6 +1,7 @@
 """HQQ: Half-Quadratic Quantization (Badri & Shaji, 2023) for NNCF's integer weight compression."""
 
 import dataclasses
+from collections.abc import Callable
 from typing import TypeVar
 
 import nncf
@@ -24,6 +25,10 @@ from nncf_hqq.solver import solve_symmetric_fused
 
 TModel = TypeVar("TModel")
 
+# Given the codes' shape and numpy dtype, memory for the solver to write them into: the Tensor to hand to NNCF and
+# the C-contiguous writable array behind it; None to let the solver allocate its own.
+CodesAllocator = Callable[[tuple[int, ...], type], tuple[Tensor, np.ndarray] | None]
+
 SUPPORTED_MODES = (
     CompressWeightsMode.INT4_ASYM,
     CompressWeightsMode.INT4_SYM,
@@ -40,9 +45,12 @@ class HQQWeightTask:
     initial: CompressedWeight | None = None  # starting scale and zero point (scale estimation's); RTN's when None
     input_importance: Tensor | None = None  # per input channel, see `HQQ.calculate_quantization_params`
 
-    def solve(self, wp: WeightCompressionParameters, weight: Tensor) -> CompressedWeight:
+    def solve(
+        self, wp: WeightCompressionParameters, weight: Tensor, allocate_codes: CodesAllocator | None = None
+    ) -> CompressedWeight:
         """
-        The weight's HQQ scale, zero point (asymmetric modes) and codes, from its value `weight`.
+        The weight's HQQ scale, zero point (asymmetric modes) and codes, from its value `weight` (the codes in
+        memory from `allocate_codes` where it gives some, see `HQQ.calculate_compressed_weight`).
 
         :raises nncf.ValidationError: The weight has NaN or infinite values.
         """
@@ -54,6 +62,7 @@ class HQQWeightTask:
             initial_scale=None if self.initial is None else self.initial.scale,
             initial_zero_point=None if self.initial is None else self.initial.zero_point,
             input_importance=self.input_importance,
+            allocate_codes=allocate_codes,
         )
         if not np.isfinite(compressed.scale.as_numpy_tensor().data).all():  # a group with a NaN or infinite weight
             raise nncf.ValidationError(_non_finite_weight_message(wp.weight_name))
@@ -196,6 +205,7 @@ class HQQ:
         initial_scale: Tensor | None = None,
         initial_zero_point: Tensor | None = None,
         input_importance: Tensor | None = None,
+        allocate_codes: CodesAllocator | None = None,
     ) -> CompressedWeight:
         """
         Scale and zero point of one weight, in NNCF's layout (that of `calculate_integer_quantization_params` on
@@ -210,6 +220,9 @@ class HQQ:
         :param initial_zero_point: Starting zero point, with `initial_scale`.
         :param input_importance: Weights of the scale search's L2 error per index along the (single) reduction
             axis, e.g. the squared scale of the normalisation layer feeding the MatMul; uniform when None.
+        :param allocate_codes: Asked for the codes' memory when their layout is the solver's (the reduction axis
+            last): the solver writes them there and the returned codes are the Tensor it gives, so that they are
+            held once (e.g. by an OpenVINO constant that shares them).
         :return: The scale (float32); the zero point: int32 on the integer grid, float32 for the FLOAT16 and
             OFFSET zero point storages, None for symmetric modes; the codes in the grouped weight's layout,
             Q = clip(round(W / s + z), 0, 2^b - 1) uint8 (asymmetric modes) or clip(round(W / s), -2^(b-1),
@@ -241,7 +254,10 @@ class HQQ:
 
         rows = _RowsAlongLastAxis(weight.shape, reduction_axes)
         importance = None if importance is None else rows.to_rows(importance)
-        codes = None
+        given = None
+        if allocate_codes is not None and rows.keeps_layout:
+            given = allocate_codes(tuple(weight.shape), np.uint8 if config.is_asym_mode else np.int8)
+        out = None if given is None else given[1]
         if config.is_asym_mode:
             scale, zero_point, codes = solve_asymmetric_fused(
                 rows.to_rows(weight),
@@ -250,13 +266,13 @@ class HQQ:
                 config.num_bits,
                 params,
                 importance,
+                codes=out,
             )
-            codes = rows.values_from_rows(codes)
         else:
             scale = None if initial_scale is None else rows.to_rows(initial_scale.astype(TensorDataType.float32))
-            scale, codes = solve_symmetric_fused(rows.to_rows(weight), scale, config.num_bits, params)
-            codes = rows.values_from_rows(codes)
+            scale, codes = solve_symmetric_fused(rows.to_rows(weight), scale, config.num_bits, params, codes=out)
             zero_point = None
+        codes = rows.values_from_rows(codes) if given is None else given[0]
 
         scale = rows.from_rows(scale)
         if zero_point is not None:
@@ -286,6 +302,7 @@ class _RowsAlongLastAxis:
         self._kept_shape = tuple(shape[a] for a in kept)
         self._reduced_shape = tuple(shape[a] for a in self._axes)
         self._inverse = tuple(self._permutation.index(a) for a in range(ndim))
+        self.keeps_layout = self._permutation == tuple(range(ndim))  # rows are the tensor's memory as it is
 
     def to_rows(self, x: Tensor) -> Tensor:
         x = fns.transpose(x, self._permutation)

@@ -3,6 +3,7 @@
 import nncf
 import numpy as np
 import openvino as ov
+from nncf.tensor import Tensor
 
 
 def consumers_through_converts(node: ov.Node) -> list[ov.Node]:
@@ -74,6 +75,20 @@ def four_bit_tensor(codes: np.ndarray, shape: tuple[int, ...], element_type: ov.
     pairs = nibbles.view("<u2")  # code 2i in the low byte, code 2i + 1 in the high byte
     np.bitwise_or(pairs, pairs >> 4, out=tensor.data, casting="unsafe")  # low byte: code 2i | code 2i + 1 << 4
     return tensor
+
+
+def eight_bit_codes_buffer(
+    element_type: ov.Type, shape: tuple[int, ...], dtype: type
+) -> tuple[Tensor, np.ndarray] | None:
+    """
+    Memory for 8-bit codes of numpy `dtype` that a constant of `element_type` can share: an OpenVINO tensor that
+    owns it (a constant made from it keeps it alive) as a Tensor, and its writable numpy view; None for other
+    types (4-bit codes are packed first, `four_bit_tensor`).
+    """
+    if (element_type, np.dtype(dtype)) not in ((ov.Type.u8, np.uint8), (ov.Type.i8, np.int8)):
+        return None
+    tensor = ov.Tensor(element_type, ov.Shape(list(shape)))
+    return Tensor(tensor), tensor.data
 
 
 def replace_zero_point(output_node: ov.Node, const_node_name: str, zero_point: ov.Node) -> None:

@@ -189,6 +189,7 @@ def solve_asymmetric(
     search_step,
     clip_extremes,
     refit_zero_point,
+    codes,
 ):
     """
     `nncf_hqq.solver.reference.solve` for asymmetric modes, the float zero point refit included: the best (s, z)
@@ -208,17 +209,17 @@ def solve_asymmetric(
     :param refit_zero_point: 0: integer zero points; 1: then refit a float zero point, z_f = mean(Q - W / s) for the
         codes Q of the best (s, z), where it lowers phi (`reference._refit_float_zero_point`); 2: the same, z_f rounded
         to float16.
-    :return: The best scale and zero point per group, float32 [groups] each, and the codes of the weights for them,
-        uint8 [groups, group size]: Q = clip(round(W / s + z), 0, q_max), as NNCF's integer quantization computes
-        them from a given scale and zero point. A group with a NaN or infinite weight gets a NaN scale (zero point
-        0, codes undefined).
+    :param codes: uint8 [groups, group size], filled with the codes of the weights for the best (s, z):
+        Q = clip(round(W / s + z), 0, q_max), as NNCF's integer quantization computes them from a given scale and
+        zero point.
+    :return: The best scale and zero point per group, float32 [groups] each, and `codes`. A group with a NaN or
+        infinite weight gets a NaN scale (zero point 0, codes undefined).
     """
     num_groups, group_size = weight.shape
     weighted = importance.shape[0] == num_groups
     rtn_start = scale.shape[0] != num_groups
     best_scales = np.empty(num_groups, np.float32)
     best_zero_points = np.empty(num_groups, np.float32)
-    codes = np.empty((num_groups, group_size), np.uint8)
     p = np.float32(lp_norm)
     half, zero = np.float32(0.5), np.float32(0.0)
     eps = np.finfo(np.float32).eps
@@ -301,7 +302,7 @@ def solve_asymmetric(
 
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, error_model="numpy", cache=True)
-def solve_symmetric(weight, scale, q_min, q_max, lp_norm, beta, kappa, num_iterations, patience, clip_extremes):
+def solve_symmetric(weight, scale, q_min, q_max, lp_norm, beta, kappa, num_iterations, patience, clip_extremes, codes):
     """
     `nncf_hqq.solver.reference.solve` for symmetric modes: the best scale per group.
 
@@ -316,14 +317,14 @@ def solve_symmetric(weight, scale, q_min, q_max, lp_norm, beta, kappa, num_itera
     :param q_max: Largest code, 2^(bits - 1) - 1 (float32).
     :param lp_norm, beta, kappa, num_iterations, clip_extremes: As in `AdvancedHQQParameters`.
     :param patience: As in `solve_asymmetric`.
-    :return: The best scale per group, float32 [groups], NaN for a group with a NaN or infinite weight; and the
-        codes of the weights for it, int8 [groups, group size]: Q = clip(round(W / s), q_min, q_max), as NNCF's
-        integer quantization computes them from a given scale (undefined for a NaN scale).
+    :param codes: int8 [groups, group size], filled with the codes of the weights for the best scale:
+        Q = clip(round(W / s), q_min, q_max), as NNCF's integer quantization computes them from a given scale.
+    :return: The best scale per group, float32 [groups], NaN for a group with a NaN or infinite weight (its codes
+        undefined); and `codes`.
     """
     num_groups, group_size = weight.shape
     nncf_start = scale.shape[0] != num_groups
     best_scales = np.empty(num_groups, np.float32)
-    codes = np.zeros((num_groups, group_size), np.int8)
     eps = np.finfo(np.float32).eps
     p = np.float32(lp_norm)
     half, zero = np.float32(0.5), np.float32(0.0)

@@ -6,6 +6,7 @@ import contextlib
 import gc
 from collections.abc import Iterator
 
+import nncf
 import numpy as np
 from nncf.tensor import Tensor
 
@@ -22,6 +23,7 @@ def solve_asymmetric_fused(
     num_bits: int,
     params: AdvancedHQQParameters,
     importance: Tensor | None = None,
+    codes: np.ndarray | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """
     `solve` for asymmetric modes, compiled and fused per group (`nncf_hqq.solver._kernel`): the same result up to
@@ -33,8 +35,10 @@ def solve_asymmetric_fused(
     :param num_bits: Bit width of the integer grid.
     :param params: Solver parameters, `params.zero_point_storage` among them.
     :param importance: Per-weight factors of the scale search's squared errors, [..., group]; uniform when None.
+    :param codes: A C-contiguous uint8 array of the weight's size for the solver to write the codes into (memory
+        that will become a constant's); a new one when None.
     :return: Best scale and zero point, float32 [groups, 1] (groups: the leading axes flattened), and the codes for
-        them, uint8 [groups, group], see `nncf_hqq.solver._kernel.solve_asymmetric`.
+        them, uint8 [groups, group] (a view of `codes` when given), see `nncf_hqq.solver._kernel.solve_asymmetric`.
     """
 
     group_size = weight.shape[-1]
@@ -60,12 +64,17 @@ def solve_asymmetric_fused(
             SCALE_SEARCH_STEP,
             params.clip_extremes,
             refit[params.zero_point_storage],
+            _codes_array(codes, weight_values.shape, np.uint8),
         )
     return Tensor(best_scale[:, None]), Tensor(best_zero_point[:, None]), Tensor(codes)
 
 
 def solve_symmetric_fused(
-    weight: Tensor, scale: Tensor | None, num_bits: int, params: AdvancedHQQParameters
+    weight: Tensor,
+    scale: Tensor | None,
+    num_bits: int,
+    params: AdvancedHQQParameters,
+    codes: np.ndarray | None = None,
 ) -> tuple[Tensor, Tensor]:
     """
     `solve` for symmetric modes, compiled and fused per group (`nncf_hqq.solver._kernel.solve_symmetric`): the same
@@ -75,8 +84,9 @@ def solve_symmetric_fused(
     :param scale: Initial (signed) scale, [..., 1]; None to start from NNCF's symmetric scale.
     :param num_bits: Bit width of the integer grid.
     :param params: Solver parameters.
+    :param codes: As in `solve_asymmetric_fused`, int8.
     :return: Best scale, float32 [groups, 1] (groups: the leading axes flattened), and the codes for it, int8
-        [groups, group], see `nncf_hqq.solver._kernel.solve_symmetric`.
+        [groups, group] (a view of `codes` when given), see `nncf_hqq.solver._kernel.solve_symmetric`.
     """
     group_size = weight.shape[-1]
     weight_values = _as_array(weight, (-1, group_size))
@@ -94,8 +104,19 @@ def solve_symmetric_fused(
             params.iterations(asymmetric=False),
             _patience(params, asymmetric=False),
             params.clip_extremes,
+            _codes_array(codes, weight_values.shape, np.int8),
         )
     return Tensor(best_scale[:, None]), Tensor(codes)
+
+
+def _codes_array(codes: np.ndarray | None, shape: tuple[int, int], dtype: type) -> np.ndarray:
+    """`codes` seen as [groups, group] for the kernel to fill, or a new array of that shape."""
+    if codes is None:
+        return np.empty(shape, dtype)
+    if codes.dtype != dtype or codes.size != shape[0] * shape[1] or not codes.flags.c_contiguous:
+        msg = f"The codes array must be C-contiguous {np.dtype(dtype)} of {shape[0] * shape[1]} elements."
+        raise nncf.InternalError(msg)
+    return codes.reshape(shape)
 
 
 def _patience(params: AdvancedHQQParameters, asymmetric: bool) -> int:

@@ -11,8 +11,10 @@ import pytest
 from nncf import CompressWeightsMode
 
 import nncf_hqq.codes_offload
+import nncf_hqq.compression_session
 from nncf_hqq import AdvancedCompressionParameters
 from nncf_hqq import compress_weights
+from nncf_hqq._nncf import PrecomputedParamsOVBackend
 from tests.openvino.native.models import constant_types
 from tests.openvino.native.models import constants
 from tests.openvino.native.models import heavy_tailed_weight
@@ -68,6 +70,36 @@ def test_offloaded_model_has_the_same_constants_and_outputs_as_the_one_in_memory
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+@pytest.mark.parametrize("mode", [CompressWeightsMode.INT8_ASYM, CompressWeightsMode.INT8_SYM])
+def test_eight_bit_codes_are_held_once_by_their_constant_and_not_after_it(monkeypatch, mode):
+    """
+    The solver writes 8-bit codes into OpenVINO tensors that NNCF's codes constants share (no copy is made), and
+    what NNCF keeps of a compressed weight after making its subgraph (until the next weight's) holds no codes.
+    """
+    buffers, returned = [], []
+    allocate = nncf_hqq.compression_session.eight_bit_codes_buffer
+
+    def allocate_and_record(*args):
+        buffers.append(allocate(*args))
+        return buffers[-1]
+
+    create_subgraph = PrecomputedParamsOVBackend._create_compression_subgraph
+
+    def create_subgraph_and_record(self, *args, **kwargs):
+        mul, compressed = create_subgraph(self, *args, **kwargs)
+        returned.append(compressed)
+        return mul, compressed
+
+    monkeypatch.setattr(nncf_hqq.compression_session, "eight_bit_codes_buffer", allocate_and_record)
+    monkeypatch.setattr(PrecomputedParamsOVBackend, "_create_compression_subgraph", create_subgraph_and_record)
+    model = _compress(_model(), mode, offload_codes=False)
+    codes = {op.get_friendly_name(): op.get_data() for op in model.get_ops() if op.get_friendly_name() in WEIGHTS}
+    assert len(buffers) == len(WEIGHTS) and None not in buffers
+    for name, value in codes.items():
+        assert sum(np.shares_memory(value, array) for _, array in buffers) == 1, name
+    assert len(returned) == len(WEIGHTS) and all(compressed.tensor is None for compressed in returned)
+
+
 def test_large_codes_live_in_deleted_mapped_files_that_stay_valid_as_long_as_the_model(tmp_path):
     model = _compress(_model(), offload_dir=tmp_path)
     values = constants(model)

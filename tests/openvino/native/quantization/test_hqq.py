@@ -218,7 +218,7 @@ def test_hqq_codes_give_the_model_nncf_builds_from_hqq_parameters(
     monkeypatch.setattr(
         HQQWeightTask,
         "solve",
-        lambda task, wp, w: dataclasses.replace(solve_with_codes(task, wp, w), tensor=None),
+        lambda task, wp, w, *args: dataclasses.replace(solve_with_codes(task, wp, w, *args), tensor=None),
     )
     _assert_same_constants(constants(with_codes), constants(compress()))
 
