@@ -44,11 +44,14 @@ class Method:
     calibration: str = "text"
 
 
-def _hqq(equalization: str = "none", **hqq_params) -> dict:
-    """HQQ with these parameters; without equalization unless given (so that pinned methods stay pinned)."""
+def _hqq(equalization: str = "none", patience: int | None = None, **hqq_params) -> dict:
+    """
+    HQQ with these parameters; without equalization and running every iteration unless given (so that pinned
+    methods stay pinned).
+    """
     return {
         "hqq": True,
-        "hqq_params": AdvancedHQQParameters(**hqq_params),
+        "hqq_params": AdvancedHQQParameters(patience=patience, **hqq_params),
         "equalization_params": AdvancedEqualizationParameters(method=equalization),
     }
 

@@ -44,13 +44,16 @@ class AdvancedHQQParameters:
     Parameters of HQQ weight compression: per weight, the scale search and the half-quadratic proximal solver (the
     equalization folded into the model first has its own, `AdvancedEqualizationParameters`).
 
-    Defaults: no scale search, one proximal iteration from RTN's parameters (asymmetric modes).
+    Defaults: no scale search, one proximal iteration from RTN's parameters (asymmetric modes); in symmetric modes
+    up to 20, each group stopping after two that did not lower its error.
 
     :param num_iterations: Number of proximal iterations per weight (0: the starting parameters alone, RTN's or the
         scale search's). None: 1 in asymmetric modes (more iterations were measured not to lower perplexity) and
         20 in symmetric ones.
     :param patience: Stop a group's iterations after this many consecutive iterations that did not lower its lp
-        error (HQQ's early stop, per group; the group keeps its best parameters); None runs every iteration.
+        error (HQQ's early stop, per group; the group keeps its best parameters); None runs every iteration. With
+        2, the symmetric default's gain over RTN was measured as that of all 20 iterations on average over five
+        models (ahead on the Gemma family, behind on the BERT-style encoders) in 0.7x of its time.
     :param lp_norm: The p of the lp error norm the solver minimises, in (0, 1]; p < 1 makes it robust to outliers.
     :param beta: Initial penalty weight of the half-quadratic split.
     :param kappa: Growth factor of beta per iteration (beta is annealed towards the hard constraint).
@@ -70,7 +73,7 @@ class AdvancedHQQParameters:
     """
 
     num_iterations: int | None = None
-    patience: int | None = None
+    patience: int | None = 2
     lp_norm: float = 0.7
     beta: float = 10.0
     kappa: float = 1.01

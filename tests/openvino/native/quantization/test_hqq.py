@@ -310,7 +310,7 @@ def test_symmetric_solver_clips_group_extremes_only_when_allowed(clip_extremes):
 def test_integer_solver_clips_group_extremes_only_when_allowed(clip_extremes):
     weight = heavy_tailed_weight((256, 512), seed=7)
     config = WeightCompressionConfig(mode=INT4_ASYM, group_size=64)
-    params = AdvancedHQQParameters(num_iterations=20, clip_extremes=clip_extremes)
+    params = AdvancedHQQParameters(num_iterations=20, patience=None, clip_extremes=clip_extremes)
     scale, zero_point = HQQ.calculate_quantization_params(Tensor(weight), (1,), config, params)
     grouped, s, z = weight.reshape(256, -1, 64), scale.data, zero_point.data
     q = np.clip(np.round(grouped / s + z), 0, 15)
