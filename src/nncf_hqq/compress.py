@@ -28,6 +28,7 @@ from nncf_hqq.equalization.parameters import EqualizationMethod
 from nncf_hqq.hqq import HQQ
 from nncf_hqq.hqq import SUPPORTED_MODES
 from nncf_hqq.hqq import check_weight_is_finite
+from nncf_hqq.parameters import AdvancedCompressionParameters
 from nncf_hqq.parameters import AdvancedHQQParameters
 from nncf_hqq.parameters import HQQZeroPointStorage
 from nncf_hqq.validation import check_bool
@@ -118,7 +119,8 @@ def _resolve_settings(model: TModel, arguments: dict[str, Any]) -> SeamSettings:
     else:
         equalize_at = "transform"
     rule = EqualizationRule.from_parameters(equalization_params)
-    offload_codes = getattr(advanced_parameters, "offload_codes", False)
+    # NNCF's own parameters class (or none) gets nncf-hqq's default: the codes in mapped files
+    offload_codes = getattr(advanced_parameters, "offload_codes", AdvancedCompressionParameters.offload_codes)
     offload_dir = getattr(advanced_parameters, "offload_dir", None)
     _check_offload(offload_codes, offload_dir)
     return SeamSettings(

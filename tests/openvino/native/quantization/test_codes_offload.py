@@ -115,6 +115,20 @@ def test_large_codes_live_in_deleted_mapped_files_that_stay_valid_as_long_as_the
     assert constant_types(saved)["big"] == ov.Type.u4
 
 
+@pytest.mark.parametrize("advanced", ["none", "nncf"])
+def test_codes_are_offloaded_by_default_without_nncf_hqq_parameters(advanced):
+    """Without advanced parameters, or with NNCF's own class, the codes go to mapped files as with nncf-hqq's."""
+    parameters = None if advanced == "none" else nncf.AdvancedCompressionParameters()
+    model = compress_weights(
+        _model(), mode=CompressWeightsMode.INT4_ASYM, group_size=64, all_layers=True, hqq=True,
+        advanced_parameters=parameters,
+    )  # fmt: skip
+    assert len(_mapped_files()) == 1
+    del model
+    gc.collect()
+    assert _mapped_files() == []
+
+
 def test_without_offload_nothing_is_mapped(tmp_path):
     model = _compress(_model(), offload_codes=False, offload_dir=tmp_path)
     assert _mapped_files() == [] and list(tmp_path.iterdir()) == []
