@@ -4,7 +4,8 @@ Compression time and peak memory of HQQ vs NNCF RTN, measured side by side in on
     python -m benchmarks.speed --runs 3
 
 Models: synthetic f16 layer stacks (2048x2048 and 4096x11008 MatMuls) and the bundled SmolLM2-135M-Instruct
-(exported to OpenVINO fp16); on request also `qwen2.5-coder-0.5b` (benchmarks.models' registry). Each
+(exported to OpenVINO fp16); on request also `qwen2.5-coder-0.5b` and `gemma3-270m` (benchmarks.models'
+registry). Each
 (model, method) compression runs in a fresh process, the methods alternating, `--runs` times after one warm-up
 round (numba compiles the HQQ solver on its first use after an install and caches it; the warm-up times are
 printed); the process reads the IR, compresses it (timed) and reports its peak RSS. Printed: median seconds, ms
@@ -98,7 +99,7 @@ def main() -> None:
         "--models",
         nargs="+",
         default=["stack-2048", "stack-4096x11008", "smollm2-135m"],
-        choices=["stack-2048", "stack-4096x11008", "smollm2-135m", "qwen2.5-coder-0.5b"],
+        choices=["stack-2048", "stack-4096x11008", "smollm2-135m", "qwen2.5-coder-0.5b", "gemma3-270m"],
     )
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="names of benchmarks.methods")
     parser.add_argument("--config", default="int4_asym:64", help="mode:group, e.g. int4_sym:128")
@@ -118,8 +119,10 @@ def main() -> None:
             args.cache_dir / "speed" / "stack-4096x11008x1.xml", (11008, 4096), 1
         ),
         "smollm2-135m": lambda: full_precision_ir(resolve_source(None), args.cache_dir),
-        "qwen2.5-coder-0.5b": lambda: full_precision_ir(llm_source("qwen2.5-coder-0.5b", args.cache_dir)[0],
-                                                        args.cache_dir),
+        **{
+            name: (lambda name=name: full_precision_ir(llm_source(name, args.cache_dir)[0], args.cache_dir))
+            for name in ("qwen2.5-coder-0.5b", "gemma3-270m")
+        },
     }  # fmt: skip
     rows = []
     for name in args.models:
