@@ -52,8 +52,8 @@ class AdvancedHQQParameters:
         20 in symmetric ones.
     :param patience: Stop a group's iterations after this many consecutive iterations that did not lower its lp
         error (HQQ's early stop, per group; the group keeps its best parameters); None runs every iteration. With
-        2, the symmetric default's gain over RTN was measured as that of all 20 iterations on average over five
-        models (ahead on the Gemma family, behind on the BERT-style encoders) in 0.7x of its time.
+        2, the symmetric default's gain over RTN was measured as that of all 20 iterations on average over six
+        models (ahead on the Gemma family, behind on the BERT-style encoders) in 0.45-0.7x of their time.
     :param lp_norm: The p of the lp error norm the solver minimises, in (0, 1]; p < 1 makes it robust to outliers.
     :param beta: Initial penalty weight of the half-quadratic split.
     :param kappa: Growth factor of beta per iteration (beta is annealed towards the hard constraint).
