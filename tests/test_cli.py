@@ -116,6 +116,8 @@ def test_openvino_ir_source_is_only_read_and_can_be_recompressed_to_int8(tiny_ir
         (["--method", "rtn", "--zero-point", "float16"], "HQQ options"),
         (["--method", "rtn", "--equalization", "power"], "HQQ options"),
         (["--iterations", "-1"], "num_iterations"),
+        (["--patience", "-1"], "patience"),
+        (["--method", "rtn", "--patience", "3"], "HQQ options"),
         (["--ratio", "1.5"], "--ratio"),
         (["--method", "rtn", "--calibration", "self"], "HQQ options"),
         (["--bits", "8", "--calibration", "self"], "4-bit compression only"),

@@ -181,12 +181,13 @@ def test_full_disk_while_writing_the_model(full_precision_dir, tmp_path):
 
 def test_interrupt_while_the_solver_runs_is_clean(full_precision_dir, tmp_path):
     dst = tmp_path / "out"
-    process = subprocess.Popen([COMMAND, "compress", "--src", str(full_precision_dir), "--dst", str(dst),
-                                "--iterations", "400"], stderr=subprocess.PIPE, text=True)  # fmt: skip
+    command = [COMMAND, "compress", "--src", str(full_precision_dir), "--dst", str(dst), "--iterations", "400",
+               "--patience", "0"]  # fmt: skip
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not any(p.name.startswith(".out.partial-") for p in tmp_path.iterdir()) and time.time() < deadline:
         time.sleep(0.2)
-    time.sleep(8)  # into compress_weights; with 400 iterations most of the time is spent in the compiled solver
+    time.sleep(8)  # into compress_weights; with 400 iterations each most of the time is spent in the compiled solver
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 130, stderr[-3000:]

@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="HQQ solver iterations from RTN's parameters, 0: RTN's parameters (default: 1 asymmetric, 20 symmetric)",
     )
     compress.add_argument(
+        "--patience",
+        type=int,
+        help="a group's HQQ iterations stop after this many that did not lower its error, 0: never (default: 2)",
+    )
+    compress.add_argument(
         "--equalization",
         choices=[e.value for e in EqualizationMethod],
         help=f"HQQ equalization of input channels (default: {AdvancedEqualizationParameters().method.value})",
@@ -129,6 +134,7 @@ def _compress(args: argparse.Namespace) -> int:
         keep_lm_head_fp16=args.keep_lm_head_fp16,
         zero_point=args.zero_point,
         iterations=args.iterations,
+        patience=args.patience,
         equalization=args.equalization,
         calibration=args.calibration,
         seed=args.seed,

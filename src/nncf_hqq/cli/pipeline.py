@@ -59,6 +59,8 @@ class CompressionOptions:
     :param keep_lm_head_fp16: Leave the output projection (and an embedding tied to it) uncompressed.
     :param zero_point: HQQ zero point storage, "int", "float16" or "offset" (`HQQZeroPointStorage`).
     :param iterations: HQQ solver iterations; None: the solver's default for the zero point storage.
+    :param patience: A group's HQQ iterations stop after this many that did not lower its error; 0: never; None:
+        the solver's default.
     :param equalization: HQQ equalization, "none", "power" or "sinkhorn" (`EqualizationMethod`); None: the default.
     :param calibration: "none" (data-free) or "self": the model writes its own calibration text, on which AWQ and
         scale estimation run before HQQ (`nncf_hqq.calibration`).
@@ -74,6 +76,7 @@ class CompressionOptions:
     keep_lm_head_fp16: bool = False
     zero_point: str = "int"
     iterations: int | None = None
+    patience: int | None = None
     equalization: str | None = None
     calibration: str = "none"
     seed: int = 0
@@ -107,12 +110,13 @@ class CompressionOptions:
         if self.method == "rtn" and (
             self.zero_point != "int"
             or self.iterations is not None
+            or self.patience is not None
             or self.equalization is not None
             or self.calibration != "none"
         ):
             msg = (
-                "--zero-point, --iterations, --equalization and --calibration are HQQ options: use them with "
-                "--method hqq."
+                "--zero-point, --iterations, --patience, --equalization and --calibration are HQQ options: use "
+                "them with --method hqq."
             )
             raise nncf.ValidationError(msg)
         self.hqq_params().validate()
@@ -120,7 +124,8 @@ class CompressionOptions:
 
     def hqq_params(self) -> AdvancedHQQParameters:
         """HQQ's parameters: its defaults but for the options given."""
-        return AdvancedHQQParameters(num_iterations=self.iterations, zero_point_storage=self.zero_point)
+        given = {} if self.patience is None else {"patience": self.patience or None}  # 0: every iteration
+        return AdvancedHQQParameters(num_iterations=self.iterations, zero_point_storage=self.zero_point, **given)
 
     def equalization_params(self) -> AdvancedEqualizationParameters:
         """The equalization's parameters: its defaults but for the method given."""
