@@ -18,6 +18,7 @@ import openvino as ov
 from nncf.common.logging import nncf_logger
 from nncf.tensor import Tensor
 
+from nncf_hqq._signals import signals_deferred
 from nncf_hqq.equalization.parameters import AdvancedEqualizationParameters
 from nncf_hqq.equalization.parameters import EqualizationMethod
 from nncf_hqq.equalization.patterns import ProducerKind
@@ -96,12 +97,13 @@ class EqualizationPlan:
         from nncf_hqq.equalization._kernel import scale_float16_rows_columns  # numba, loaded on first use
 
         none = np.zeros(0, np.float32)
-        bits = scale_float16_rows_columns(
-            np.ascontiguousarray(value).view(np.uint16),
-            factors.get(0, none),
-            factors.get(1, none),
-            next(iter(factors), 0) == 0,
-        )
+        with signals_deferred():  # a KeyboardInterrupt inside a compiled kernel can crash the process
+            bits = scale_float16_rows_columns(
+                np.ascontiguousarray(value).view(np.uint16),
+                factors.get(0, none),
+                factors.get(1, none),
+                next(iter(factors), 0) == 0,
+            )
         return bits.view(np.float16)
 
     def apply(self, name: str, value: np.ndarray) -> np.ndarray:
@@ -235,7 +237,8 @@ def _mean_abs_by_channel(plan: EqualizationPlan, group: ScaleGroup, read) -> np.
         else:
             value = np.ascontiguousarray(value, dtype=np.float32)
         none = np.zeros(0, np.float32)
-        sums = weighted_abs_sums(value, factors.get(other, none), consumer.axis == 1)
+        with signals_deferred():  # a KeyboardInterrupt inside a compiled kernel can crash the process
+            sums = weighted_abs_sums(value, factors.get(other, none), consumer.axis == 1)
         if consumer.axis in factors:
             sums = sums * factors[consumer.axis]
         rows = value.shape[other]
