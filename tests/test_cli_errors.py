@@ -183,7 +183,10 @@ def test_interrupt_while_the_solver_runs_is_clean(full_precision_dir, tmp_path):
     dst = tmp_path / "out"
     command = [COMMAND, "compress", "--src", str(full_precision_dir), "--dst", str(dst), "--iterations", "400",
                "--patience", "0"]  # fmt: skip
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as in a terminal: a background job (`cmd &`, e.g. CI started so) inherits SIGINT ignored, and the
+    # command then rightly ignores it too
+    restore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=restore_sigint)
     deadline = time.time() + 300
     while not any(p.name.startswith(".out.partial-") for p in tmp_path.iterdir()) and time.time() < deadline:
         time.sleep(0.2)
