@@ -218,7 +218,9 @@ class CompressionSession:
             if task is None:
                 self.settings.check_weight(wp.weight_name, weight)
             else:  # checks the weight as it solves it; 8-bit codes written where the constant will share them
-                precomputed = task.solve(wp, weight, functools.partial(eight_bit_codes_buffer, codes_type))
+                offload = self._state.offload
+                allocate = eight_bit_codes_buffer if offload is None else offload.codes_buffer
+                precomputed = task.solve(wp, weight, functools.partial(allocate, codes_type))
         if carries_codes(precomputed, is_integer):
             precomputed = with_codes_as_constant_data(precomputed, codes_type)
         return weight, precomputed

@@ -77,6 +77,11 @@ def four_bit_tensor(codes: np.ndarray, shape: tuple[int, ...], element_type: ov.
     return tensor
 
 
+def are_eight_bit_codes(element_type: ov.Type, dtype: type) -> bool:
+    """Whether codes of numpy `dtype` are stored as they are in a constant of `element_type` (u8 or i8)."""
+    return (element_type, np.dtype(dtype)) in ((ov.Type.u8, np.uint8), (ov.Type.i8, np.int8))
+
+
 def eight_bit_codes_buffer(
     element_type: ov.Type, shape: tuple[int, ...], dtype: type
 ) -> tuple[Tensor, np.ndarray] | None:
@@ -85,7 +90,7 @@ def eight_bit_codes_buffer(
     owns it (a constant made from it keeps it alive) as a Tensor, and its writable numpy view; None for other
     types (4-bit codes are packed first, `four_bit_tensor`).
     """
-    if (element_type, np.dtype(dtype)) not in ((ov.Type.u8, np.uint8), (ov.Type.i8, np.int8)):
+    if not are_eight_bit_codes(element_type, dtype):
         return None
     tensor = ov.Tensor(element_type, ov.Shape(list(shape)))
     return Tensor(tensor), tensor.data

@@ -115,6 +115,44 @@ def test_large_codes_live_in_deleted_mapped_files_that_stay_valid_as_long_as_the
     assert constant_types(saved)["big"] == ov.Type.u4
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+@pytest.mark.parametrize("mode", [CompressWeightsMode.INT8_ASYM, CompressWeightsMode.INT8_SYM])
+def test_eight_bit_codes_are_written_straight_into_a_mapped_file(monkeypatch, tmp_path, mode):
+    """The solver writes large 8-bit codes into a file OpenVINO maps: no copy is saved to a file afterwards."""
+    expected = constants(_compress(_model(), mode, offload_codes=False))
+
+    def not_called(*args, **kwargs):
+        raise AssertionError("8-bit codes saved after they were computed")
+
+    monkeypatch.setattr(nncf_hqq.codes_offload.ov, "save_model", not_called)
+    model = _compress(_model(), mode, offload_dir=tmp_path)
+    files = _mapped_files()
+    assert len(files) == 1 and files[0].endswith("(deleted)"), files  # "big" only
+    gc.collect()
+    for name, value in _named(constants(model)).items():
+        np.testing.assert_array_equal(value, expected[name], err_msg=name)
+    assert list(tmp_path.iterdir()) == []
+    del model
+    gc.collect()
+    assert _mapped_files() == []
+
+
+def test_eight_bit_codes_stay_in_memory_with_one_warning_when_the_file_cannot_be_reserved(
+    monkeypatch, tmp_path, caplog
+):
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(nncf_hqq.codes_offload.os, "posix_fallocate", no_space)
+    expected = constants(_compress(_model(), CompressWeightsMode.INT8_ASYM, offload_codes=False))
+    model = _compress(_model(), CompressWeightsMode.INT8_ASYM, offload_dir=tmp_path)
+    for name, value in _named(constants(model)).items():
+        np.testing.assert_array_equal(value, expected[name], err_msg=name)
+    warnings = [r for r in caplog.records if "stay in memory" in r.getMessage()]
+    assert len(warnings) == 1 and "No space left on device" in warnings[0].getMessage()
+    assert _mapped_files() == [] and list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("advanced", ["none", "nncf"])
 def test_codes_are_offloaded_by_default_without_nncf_hqq_parameters(advanced):
     """Without advanced parameters, or with NNCF's own class, the codes go to mapped files as with nncf-hqq's."""
