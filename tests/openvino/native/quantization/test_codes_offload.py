@@ -137,6 +137,29 @@ def test_eight_bit_codes_are_written_straight_into_a_mapped_file(monkeypatch, tm
     assert _mapped_files() == []
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_a_model_with_eight_and_four_bit_codes_has_the_constants_of_the_one_in_memory(tmp_path):
+    """NNCF's defaults keep one weight 8-bit (written into its file by the solver), the others 4-bit (moved)."""
+    shapes = {"first": (2048, 1024), "mid": (1024, 2048), "last": (2048, 1024)}
+
+    def compress(**advanced) -> ov.Model:
+        model = linear_model(
+            {name: heavy_tailed_weight(shape, seed=i) for i, (name, shape) in enumerate(shapes.items())}
+        )
+        params = AdvancedCompressionParameters(**advanced)
+        return compress_weights(
+            model, mode=CompressWeightsMode.INT4_ASYM, group_size=64, hqq=True, advanced_parameters=params
+        )
+
+    in_memory, offloaded = compress(offload_codes=False), compress(offload_dir=tmp_path)
+    types = {name: constant_types(offloaded)[name] for name in shapes}
+    assert sorted(types.values(), key=str) == sorted([ov.Type.u4, ov.Type.u4, ov.Type.u8], key=str), types
+    assert len(_mapped_files()) == len(shapes)
+    expected = constants(in_memory)
+    for name, value in _named(constants(offloaded)).items():
+        np.testing.assert_array_equal(value, expected[name], err_msg=name)
+
+
 def test_eight_bit_codes_stay_in_memory_with_one_warning_when_the_file_cannot_be_reserved(
     monkeypatch, tmp_path, caplog
 ):
