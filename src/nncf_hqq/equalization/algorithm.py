@@ -29,6 +29,7 @@ from nncf_hqq.equalization.scales import columns_by_channel
 from nncf_hqq.equalization.scales import power_scales
 from nncf_hqq.equalization.scales import power_scales_of_means
 from nncf_hqq.equalization.scales import sinkhorn_scales
+from nncf_hqq.solver.fused import kernel_values
 
 
 @dataclass(frozen=True)
@@ -154,10 +155,10 @@ class Equalization:
             if reason is not None:
                 plan.skipped[group.name] = reason
                 continue
-            mean_abs = (
-                _mean_abs_by_channel(plan, group, read) if self._rule.method == EqualizationMethod.POWER else None
-            )
-            if mean_abs is not None:  # one pass over each weight, as stored
+            mean_abs = None
+            if self._rule.method == EqualizationMethod.POWER:  # one pass over each weight, as stored
+                mean_abs = _mean_abs_by_channel(plan, group, read)
+            if mean_abs is not None:
                 c = power_scales_of_means(Tensor(mean_abs), self._rule.alpha).as_numpy_tensor().data
             else:
                 weights, maps = self._weights_as_rows(plan, group, read)
@@ -226,19 +227,15 @@ def _mean_abs_by_channel(plan: EqualizationPlan, group: ScaleGroup, read) -> np.
 
     totals = np.zeros(group.num_channels, np.float64)
     counts = np.zeros(group.num_channels, np.float64)
+    no_factors = np.zeros(0, np.float32)
     for consumer in group.consumers:
         value = read(consumer.node)
         if value.ndim != 2:
             return None
         factors = plan.factors.get(consumer.node.get_friendly_name(), {})
         other = 1 - consumer.axis  # the output axis, summed over
-        if value.dtype == np.float16:
-            value = np.ascontiguousarray(value).view(np.uint16)
-        else:
-            value = np.ascontiguousarray(value, dtype=np.float32)
-        none = np.zeros(0, np.float32)
         with signals_deferred():  # a KeyboardInterrupt inside a compiled kernel can crash the process
-            sums = weighted_abs_sums(value, factors.get(other, none), consumer.axis == 1)
+            sums = weighted_abs_sums(kernel_values(value), factors.get(other, no_factors), consumer.axis == 1)
         if consumer.axis in factors:
             sums = sums * factors[consumer.axis]
         rows = value.shape[other]

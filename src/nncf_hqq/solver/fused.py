@@ -42,7 +42,7 @@ def solve_asymmetric_fused(
     """
 
     group_size = weight.shape[-1]
-    weight_values = _as_array(weight, (-1, group_size))
+    weight_values = kernel_values(weight.as_numpy_tensor().data).reshape(-1, group_size)
     no_values = np.zeros(0, np.float32)
     refit = {HQQZeroPointStorage.INTEGER: 0, HQQZeroPointStorage.OFFSET: 1, HQQZeroPointStorage.FLOAT16: 2}
     # numba loads the compiled kernel (or compiles it) on its first call; a signal is taken after the kernel
@@ -50,7 +50,7 @@ def solve_asymmetric_fused(
         from nncf_hqq.solver._kernel import solve_asymmetric
 
         best_scale, best_zero_point, codes = solve_asymmetric(
-            weight_values.view(np.uint16) if weight_values.dtype == np.float16 else weight_values,
+            weight_values,
             no_values if scale is None else _as_array(scale, (-1,)),
             no_values if scale is None else _as_array(zero_point, (-1,)),
             np.zeros((0, 0), np.float32) if importance is None else _as_array(importance, (-1, group_size)),
@@ -89,13 +89,13 @@ def solve_symmetric_fused(
         [groups, group] (a view of `codes` when given), see `nncf_hqq.solver._kernel.solve_symmetric`.
     """
     group_size = weight.shape[-1]
-    weight_values = _as_array(weight, (-1, group_size))
+    weight_values = kernel_values(weight.as_numpy_tensor().data).reshape(-1, group_size)
     with _garbage_collection_paused(), signals_deferred():
         from nncf_hqq.solver._kernel import solve_symmetric
 
         best_scale, codes = solve_symmetric(
-            weight_values.view(np.uint16) if weight_values.dtype == np.float16 else weight_values,
-            np.zeros(0, np.float32) if scale is None else _as_array(scale, (-1,)).astype(np.float32),
+            weight_values,
+            np.zeros(0, np.float32) if scale is None else _as_array(scale, (-1,)),
             np.float32(-(2 ** (num_bits - 1))),
             np.float32(2 ** (num_bits - 1) - 1),
             params.lp_norm,
@@ -124,10 +124,19 @@ def _patience(params: AdvancedHQQParameters, asymmetric: bool) -> int:
     return params.iterations(asymmetric) + 1 if params.patience is None else params.patience
 
 
+def kernel_values(values: np.ndarray) -> np.ndarray:
+    """
+    Weights as the compiled kernels read them, C-contiguous: float16 as its uint16 bit patterns (the kernels
+    convert them), any other type as float32.
+    """
+    if values.dtype == np.float16:
+        return np.ascontiguousarray(values).view(np.uint16)
+    return np.ascontiguousarray(values, dtype=np.float32)
+
+
 def _as_array(x: Tensor, shape: tuple[int, ...]) -> np.ndarray:
-    """The values of `x`, float16 kept and others as float32, contiguous in `shape`."""
-    x = x.as_numpy_tensor().data
-    return np.ascontiguousarray(x if x.dtype == np.float16 else x.astype(np.float32, copy=False)).reshape(shape)
+    """The values of `x` as float32, contiguous in `shape`."""
+    return np.ascontiguousarray(x.as_numpy_tensor().data, dtype=np.float32).reshape(shape)
 
 
 @contextlib.contextmanager
