@@ -13,28 +13,11 @@ import numba
 import numpy as np
 
 from nncf_hqq.solver._kernel import FLOAT16_TABLE
-from nncf_hqq.solver._kernel import _float_bits
+from nncf_hqq.solver._kernel import _float16_bits
 from nncf_hqq.solver._kernel import _load
 
 # rows per parallel task of `weighted_abs_sums` down the columns (each task keeps its own column sums)
 _ROWS = 128
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
-def _float16_bits(x):
-    """The bit pattern of the float16 nearest the float32 x (ties to even; NaN: the quiet NaN), as numpy rounds."""
-    bits = _float_bits(x)
-    sign = np.int32(np.int32(bits >> np.int32(16)) & np.int32(0x8000))
-    magnitude = np.int32(bits & np.int32(0x7FFFFFFF))
-    if magnitude > np.int32(0x7F800000):
-        return np.uint16(sign | np.int32(0x7E00))
-    if magnitude >= np.int32(0x477FF000):  # 65520 and above round to infinity
-        return np.uint16(sign | np.int32(0x7C00))
-    if magnitude < np.int32(0x38800000):  # below 2^-14: multiples of 2^-24 (1024 of them is the smallest normal)
-        return np.uint16(sign | np.int32(np.rint(abs(x) * np.float32(2.0**24))))
-    # drop 13 of the 23 mantissa bits rounding to nearest even (a carry moves into the exponent), rebias 127 -> 15
-    rounded = np.int32(magnitude + np.int32(0xFFF) + np.int32(np.int32(magnitude >> np.int32(13)) & np.int32(1)))
-    return np.uint16(sign | np.int32(np.int32(rounded >> np.int32(13)) - np.int32(112 << 10)))
 
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, error_model="numpy", cache=True)

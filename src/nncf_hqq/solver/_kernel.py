@@ -100,16 +100,20 @@ def _abs_pow(x, p):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
-def _round_to_float16(x):
-    """The float16 value nearest the float32 x (ties to even), as float32: `np.float16(x)` without float16 types."""
-    magnitude = abs(x)
-    if magnitude >= np.float32(65520.0):  # rounds to float16 infinity
-        return np.float32(np.inf) if x > 0 else np.float32(-np.inf)
-    if magnitude < np.float32(2.0**-14):  # float16 subnormals: multiples of 2^-24, exact in float32
-        return np.rint(x * np.float32(2.0**24)) * np.float32(2.0**-24)
-    bits = _float_bits(x)  # keep the 10 leading mantissa bits of 23, rounding the 13 dropped ones to nearest even
-    bits = np.int32(bits + np.int32(0xFFF) + np.int32(np.int32(bits >> np.int32(13)) & np.int32(1)))
-    return _bits_float(np.int32(bits & np.int32(~0x1FFF)))
+def _float16_bits(x):
+    """The bit pattern of the float16 nearest the float32 x (ties to even; NaN: the quiet NaN), as numpy rounds."""
+    bits = _float_bits(x)
+    sign = np.int32(np.int32(bits >> np.int32(16)) & np.int32(0x8000))
+    magnitude = np.int32(bits & np.int32(0x7FFFFFFF))
+    if magnitude > np.int32(0x7F800000):
+        return np.uint16(sign | np.int32(0x7E00))
+    if magnitude >= np.int32(0x477FF000):  # 65520 and above round to infinity
+        return np.uint16(sign | np.int32(0x7C00))
+    if magnitude < np.int32(0x38800000):  # below 2^-14: multiples of 2^-24 (1024 of them is the smallest normal)
+        return np.uint16(sign | np.int32(np.rint(abs(x) * np.float32(2.0**24))))
+    # drop 13 of the 23 mantissa bits rounding to nearest even (a carry moves into the exponent), rebias 127 -> 15
+    rounded = np.int32(magnitude + np.int32(0xFFF) + np.int32(np.int32(magnitude >> np.int32(13)) & np.int32(1)))
+    return np.uint16(sign | np.int32(np.int32(rounded >> np.int32(13)) - np.int32(112 << 10)))
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -286,7 +290,7 @@ def solve_asymmetric(
                     total += min(max(np.rint(shifted + best_zero_point), zero), q_max) - shifted
                 float_zero_point = total / np.float32(group_size)
                 if refit_zero_point == 2:
-                    float_zero_point = _round_to_float16(float_zero_point)
+                    float_zero_point = FLOAT16_TABLE[_float16_bits(float_zero_point)]
                 error = _quantize(w, best_scale, float_zero_point, q_max, p, u, q, residual, residual_p)
                 q_holds_best_codes = error < best_error
                 if q_holds_best_codes:

@@ -21,7 +21,7 @@ from nncf_hqq.solver import solve
 from nncf_hqq.solver import solve_asymmetric_fused
 from nncf_hqq.solver import solve_symmetric_fused
 from nncf_hqq.solver._kernel import _abs_pow
-from nncf_hqq.solver._kernel import _round_to_float16
+from nncf_hqq.solver._kernel import _float16_bits
 from nncf_hqq.solver.reference import _quantize
 from tests.openvino.native.models import heavy_tailed_weight
 
@@ -252,7 +252,7 @@ def test_vectorisable_power_matches_numpy(p):
 
 
 def test_float16_rounding_matches_numpy():
-    """The kernel's float16 rounding (for the FLOAT16 zero point storage) against numpy's cast, ties included."""
+    """The kernels' float16 rounding (FLOAT16 zero points, equalized weights) against numpy's cast, ties included."""
     rng = np.random.default_rng(0)
     values = np.concatenate(
         [
@@ -263,8 +263,8 @@ def test_float16_rounding_matches_numpy():
         ]
     ).astype(np.float32)
     with np.errstate(over="ignore"):  # 65520 rounds to infinity
-        expected = values.astype(np.float16).astype(np.float32)
-    result = np.array([_round_to_float16(value) for value in values], dtype=np.float32)
+        expected = values.astype(np.float16).view(np.uint16)
+    result = np.array([_float16_bits(value) for value in values], dtype=np.uint16)
     np.testing.assert_array_equal(result, expected)
 
 
