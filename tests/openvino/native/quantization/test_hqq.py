@@ -27,6 +27,7 @@ from tests.openvino.native.models import constant_types
 from tests.openvino.native.models import constants
 from tests.openvino.native.models import heavy_tailed_weight
 from tests.openvino.native.models import linear_model
+from tests.openvino.native.models import mlp_model
 from tests.openvino.native.models import relative_error
 
 INT4_ASYM = CompressWeightsMode.INT4_ASYM
@@ -228,6 +229,20 @@ def test_hqq_is_deterministic():
     first = constants(_compress(weights, hqq=True))
     second = constants(_compress(weights, hqq=True))
     _assert_same_constants(first, second)
+
+
+def test_a_compression_gives_the_same_model_after_others_in_the_same_process():
+    """Nothing one call leaves behind (NNCF's caches, numba's, the seam's) changes the next one's result."""
+
+    def compress(**kwargs) -> dict[str, np.ndarray]:
+        kwargs = {"mode": INT4_ASYM, "group_size": 64, **kwargs}
+        return constants(compress_weights(mlp_model(*bert_mlp_weights()), hqq=True, **kwargs))
+
+    mixed_with_awq = {"ratio": 0.5, "awq": True}
+    first = compress(**mixed_with_awq)
+    compress()
+    compress(mode=CompressWeightsMode.INT4_SYM, all_layers=True)
+    _assert_same_constants(first, compress(**mixed_with_awq))
 
 
 def test_without_hqq_the_result_is_exactly_nncf():
