@@ -90,6 +90,18 @@ class CodesOffload:
             target.replace_source_output(mapped.output(0))
         return mapped
 
+    def adopt_remaining(self, model: ov.Model) -> None:
+        """
+        Gives every constant of `model` that views a `codes_buffer` file not yet taken by `move` the file's own
+        node (none is left when each codes constant reached `move`; this keeps a missed one from outliving its
+        mapping at `close`).
+        """
+        if not self._premapped:
+            return
+        for op in model.get_ordered_ops():
+            if op.get_type_name() == "Constant" and _address(op.get_tensor_view()) in self._premapped:
+                self.move(op)
+
     def _fail(self, error: Exception) -> None:
         self._failed = True
         nncf_logger.warning(f"Compressed weights stay in memory: cannot write them under {self._parent}: {error}")

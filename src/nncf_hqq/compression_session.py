@@ -195,6 +195,8 @@ class CompressionSession:
         try:
             model = nncf_transform(precomputed)
             self.zero_points.add_offsets(matmuls)
+            if self._state.offload is not None:
+                self._state.offload.adopt_remaining(model)
         finally:
             self.zero_points.clear()
             if self._state.offload is not None:

@@ -160,6 +160,18 @@ def test_a_model_with_eight_and_four_bit_codes_has_the_constants_of_the_one_in_m
         np.testing.assert_array_equal(value, expected[name], err_msg=name)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_eight_bit_codes_whose_constant_was_not_found_after_its_subgraph_still_get_their_file(monkeypatch, tmp_path):
+    """A codes constant `after_subgraph` cannot find (as if NNCF named it otherwise) is adopted after the transform."""
+    expected = constants(_compress(_model(), CompressWeightsMode.INT8_ASYM, offload_codes=False))
+    monkeypatch.setattr(nncf_hqq.compression_session, "node_under", lambda *args: None)
+    model = _compress(_model(), CompressWeightsMode.INT8_ASYM, offload_dir=tmp_path)
+    gc.collect()
+    assert len(_mapped_files()) == 1
+    for name, value in _named(constants(model)).items():
+        np.testing.assert_array_equal(value, expected[name], err_msg=name)
+
+
 def test_eight_bit_codes_stay_in_memory_with_one_warning_when_the_file_cannot_be_reserved(
     monkeypatch, tmp_path, caplog
 ):
