@@ -5,12 +5,12 @@ Compression time and peak memory of HQQ vs NNCF RTN, measured side by side in on
 
 Models: synthetic f16 layer stacks (2048x2048 and 4096x11008 MatMuls) and the bundled SmolLM2-135M-Instruct
 (exported to OpenVINO fp16); on request also `qwen2.5-coder-0.5b` and `gemma3-270m` (benchmarks.models'
-registry). Each
-(model, method) compression runs in a fresh process, the methods alternating, `--runs` times after one warm-up
-round (numba compiles the HQQ solver on its first use after an install and caches it; the warm-up times are
-printed); the process reads the IR, compresses it (timed) and reports its peak RSS. Printed: median seconds, ms
-per million weights, HQQ/RTN time ratio, peak RSS and its ratio. `--config` (mode:group), INT4_ASYM g64 by default.
-Generation speed of the compressed models is measured by `benchmarks.perplexity` (tokens/s, first token).
+registry). Each (model, method) compression runs in a fresh process, the methods alternating, `--runs` times
+after one warm-up round (numba compiles the HQQ solver on its first use after an install and caches it; the
+warm-up times are printed); the process reads the IR, compresses it (timed) and reports its peak RSS. Printed:
+median seconds, ms per million weights, HQQ/RTN time ratio, peak RSS and its ratio. `--config` (mode:group),
+INT4_ASYM g64 by default. Generation speed of the compressed models is measured by `benchmarks.perplexity`
+(tokens/s, first token).
 """
 
 import argparse
