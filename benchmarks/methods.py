@@ -63,6 +63,8 @@ METHODS = [
     Method("hqq-default", {"hqq": True}),
     Method("hqq-f16zp", {"hqq": True, "hqq_params": AdvancedHQQParameters(zero_point_storage="float16")}),
     Method("hqq-default-in-memory", {"hqq": True, "offload_codes": False}),  # the codes not in mapped files
+    # the default without equalization (HQQ alone, its other defaults)
+    Method("hqq-noeq", {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="none")}),
     # mixed precision: a share `ratio` of the weights in 4 bits, the rest INT8 (NNCF's sensitivity ranking)
     *[Method(f"rtn-r{r}", {"ratio": r}) for r in (0.8, 0.5)],
     *[Method(f"hqq-default-r{r}", {"hqq": True, "ratio": r}) for r in (0.8, 0.5)],

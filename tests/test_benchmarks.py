@@ -36,7 +36,10 @@ def test_perplexity_quick_mode_writes_table_json_and_plot(bundled_hqq, cache_dir
             assert len(r["window_kl"]) == 4 and r["kl"] > 0 and 0 < r["top1"] < 1
     rtn = next(r for r in rows if r["method"] == "rtn")
     assert rtn["nll_minus_rtn"] == 0.0 and rtn["gap_closed"] == 0.0 and rtn["kl_minus_rtn"] == 0.0
-    assert "| smollm2-135m | int4_asym | 64 | hqq-default |" in (out_dir / "results.md").read_text()
+    assert "| smollm2-135m | original | prose | int4_asym | 64 | hqq-default |" in (out_dir / "results.md").read_text()
+    assert all(len(r["window_entropy"]) == 4 for r in rows)
+    float_row = next(r for r in rows if r["method"] == "float")  # the reference's NLL at several temperatures
+    assert len(float_row["window_nll_by_temperature"][0]) == 8 and float_row["best_temperature"] > 0
     assert (out_dir / "perplexity.png").stat().st_size > 0
     assert len((out_dir / "rows.jsonl").read_text().splitlines()) == len(rows)  # saved row by row for --resume
 
@@ -269,3 +272,109 @@ def test_verdicts_need_the_difference_beyond_the_threshold_in_standard_errors():
         items = [b + delta + 0.01 * (-1) ** i for i, b in enumerate(base)]
         rows.append({"model": "m", "mode": "int4_asym", "group_size": 64, "method": name, "items": items})
     assert [r["verdict"] for r in verdicts(rows, 1.0)] == ["", "better", "WORSE", "tie"]
+
+
+# ------------------------------------------------------------------------------------------------------ the judge
+
+
+def test_lattice_step_is_the_smallest_gap_between_a_blocks_distinct_values():
+    from benchmarks.delattice import lattice_steps
+
+    blocks = np.array([[[0.0, 0.5, 0.5, 1.5], [2.0, 2.0, 2.0, 2.0]]], dtype=np.float32)
+    assert lattice_steps(blocks).tolist() == [[0.5, 0.0]]  # a constant block has no step
+
+
+def test_dithered_weights_stay_in_their_lattice_cell_and_leave_no_value_on_the_lattice():
+    from benchmarks.delattice import dither
+
+    rng = np.random.default_rng(0)
+    step = rng.uniform(0.01, 0.1, size=(64, 4, 1))  # a lattice step and offset per 32-weight block
+    offset = rng.uniform(-1, 1, size=(64, 4, 1))
+    codes = rng.integers(0, 16, size=(64, 4, 32))
+    codes[:, :, :2] = [0, 1]  # every block uses two neighbouring levels: its smallest gap is one step
+    lattice = (offset + step * codes).reshape(64, 128).astype(np.float32)
+    dithered = dither(lattice, np.random.default_rng(1))
+    cells = np.round((dithered.reshape(64, 4, 32) - offset) / step)
+    assert dithered.dtype == np.float32 and np.array_equal(cells, codes)  # each weight still rounds to its point
+    assert np.all(np.abs(dithered.reshape(64, 4, 32) - lattice.reshape(64, 4, 32)) <= step / 2 + 1e-6)
+    assert np.mean(dithered == lattice) < 0.01  # and hardly any stays on it
+    assert np.array_equal(dither(lattice, np.random.default_rng(1)), dithered)  # seeded
+
+
+def test_delatticed_model_dithers_weight_matrices_only_and_is_reproducible(tmp_path):
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    from benchmarks.delattice import delattice_model
+
+    def model() -> ov.Model:
+        x = ops.parameter([1, 64], np.float32, name="x")
+        lattice = (np.arange(64 * 64) % 7 * 0.25).reshape(64, 64).astype(np.float16)
+        weight = ops.convert(ops.constant(lattice), np.float32)
+        bias = ops.constant(np.full((1, 64), 0.5, np.float16))
+        y = ops.add(ops.matmul(x, weight, False, True), ops.convert(bias, np.float32))
+        return ov.Model([y], [x])
+
+    def constants(m: ov.Model) -> list[np.ndarray]:
+        return [op.get_data().copy() for op in m.get_ordered_ops() if op.get_type_name() == "Constant"]
+
+    original, first, second = model(), model(), model()
+    assert delattice_model(first, seed=0) == 1 and delattice_model(second, seed=0) == 1
+    (weight, bias), (new_weight, new_bias) = constants(original), constants(first)
+    assert np.array_equal(bias, new_bias) and not np.array_equal(weight, new_weight)
+    assert np.all(np.abs(new_weight.astype(np.float32) - weight) <= 0.125 + 1e-3)  # half a step of 0.25
+    assert all(np.array_equal(a, b) for a, b in zip(constants(first), constants(second), strict=True))
+
+
+def test_code_text_is_the_standard_library_in_a_fixed_order_and_windows_spread_over_the_text():
+    from benchmarks.corpus import code_text
+    from benchmarks.corpus import held_out_ids
+    from benchmarks.corpus import spread_windows
+
+    text, label = code_text()
+    assert text == code_text()[0] and "# Lib/os.py\n" in text and "CPython" in label
+    ids = np.arange(1000)
+    windows = spread_windows(ids, window=50, max_tokens=200)
+    assert windows.shape == (4, 50) and windows[:, 0].tolist() == [0, 225, 450, 675]
+    assert windows.max() < 900 and held_out_ids(ids).tolist() == list(range(900, 1000))
+
+
+def test_judged_texts_put_the_models_own_domain_first():
+    from benchmarks.judge import judged_texts
+
+    assert judged_texts("qwen2.5-coder-0.5b", ["own", "prose"]) == ["code", "prose"]
+    assert judged_texts("smollm2-135m", ["own", "prose"]) == ["prose"]
+    assert judged_texts("smollm2-135m", ["prose", "code"]) == ["prose", "code"]
+
+
+def test_entropy_and_the_nll_of_a_sharpened_distribution_at_temperature():
+    import torch
+
+    from benchmarks.llm_eval import TEMPERATURES
+    from benchmarks.llm_eval import entropy
+    from benchmarks.llm_eval import nll_by_temperature
+
+    uniform = torch.log_softmax(torch.zeros(3, 8), dim=-1)
+    assert np.isclose(entropy(uniform), np.log(8))
+    # an over-confident model: its right token gets less mass than its logits say; a higher T lowers its NLL
+    logits = torch.tensor([[4.0, 0.0, 0.0, 0.0]] * 4)
+    window = np.array([0, 0, 1, 0, 2])  # targets 0, 1, 0, 2: the model is sure of token 0, right half the time
+    curve = nll_by_temperature(torch.log_softmax(logits, dim=-1), window)
+    assert TEMPERATURES[int(np.argmin(curve))] > 1.0 and curve[TEMPERATURES.index(1.0)] > min(curve)
+
+
+def test_paired_statistics_per_reference_and_text_with_the_best_temperature():
+    from benchmarks.perplexity import add_paired_statistics
+
+    def row(method: str, reference: str, nll: list[float], group_size=64) -> dict:
+        curves = [[v + (t - 1.2) ** 2 for t in (0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.5)] for v in nll]
+        return {"model": "m", "reference": reference, "text": "code", "mode": "int4_asym" if group_size else None,
+                "group_size": group_size, "method": method, "window_nll": nll, "ppl": float(np.exp(np.mean(nll))),
+                "window_nll_by_temperature": curves}  # fmt: skip
+
+    rows = [row("rtn", "original", [3.0, 3.2]), row("rtn", "delatticed", [2.0, 2.0]),
+            row("hqq", "delatticed", [1.9, 2.0]), row("float", "delatticed", [1.0, 1.0], None)]  # fmt: skip
+    add_paired_statistics(rows)
+    assert np.isclose(rows[2]["nll_minus_rtn"], -0.05)  # against the RTN row of its own reference
+    assert rows[3]["best_temperature"] == 1.2 and np.isclose(rows[3]["nll_gain_at_best_temperature"][0], 0.04)
+    assert np.isclose(rows[2]["gap_closed"], (np.exp(2.0) - np.exp(1.95)) / (np.exp(2.0) - np.exp(1.0)))
