@@ -11,7 +11,7 @@ import numba
 import numpy as np
 import openvino as ov
 
-from nncf_hqq.equalization import replace_constants
+from nncf_hqq.equalization import fold as fold_plan
 from nncf_hqq.equalization.algorithm import Equalization
 from nncf_hqq.equalization.algorithm import EqualizationPlan
 from nncf_hqq.equalization.algorithm import EqualizationRule
@@ -107,4 +107,4 @@ def plan(model: ov.Model, spec: str, group_size: int, num_bits: int = 4) -> Equa
 
 
 def fold(model: ov.Model, plan: EqualizationPlan) -> None:
-    replace_constants(model, plan)
+    fold_plan(plan, {op.get_friendly_name(): op for op in model.get_ordered_ops() if op.get_type_name() == "Constant"})

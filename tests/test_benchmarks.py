@@ -20,6 +20,7 @@ from benchmarks.packaged import extracted
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_perplexity_quick_mode_writes_table_json_and_plot(bundled_hqq, cache_dir, tmp_path):
     out_dir = tmp_path / "ppl"
     result = subprocess.run(
@@ -62,6 +63,7 @@ def test_paired_statistics_need_rtn_and_the_gap_also_fp16():
     assert np.isclose(rows[1]["gap_closed"], (rows[0]["ppl"] - rows[1]["ppl"]) / gap)
 
 
+@pytest.mark.slow
 def test_speed_benchmark_child_reports_time_and_peak_memory(tmp_path):
     from benchmarks.speed import measure
     from benchmarks.speed import synthetic_stack
@@ -94,6 +96,7 @@ def test_memory_benchmark_bisects_to_the_smallest_completing_limit(monkeypatch, 
 @pytest.mark.skipif(
     not memory_cgroup_available(), reason="needs root and the cgroup v1 memory controller (benchmarks.memory)"
 )
+@pytest.mark.slow
 def test_memory_benchmark_run_is_killed_under_a_small_limit_and_completes_without_one(tmp_path):
     from benchmarks.memory import run_limited
     from benchmarks.speed import synthetic_stack
@@ -224,6 +227,7 @@ def test_embedding_error_of_identical_embeddings_is_zero_and_retrieval_ranks_cou
     assert reciprocal_ranks(queries, passages).tolist() == [1.0, 0.5, 1.0]
 
 
+@pytest.mark.slow
 def test_embedding_fidelity_quick_mode_scores_every_method_against_rtn(tmp_path):
     out_dir = tmp_path / "emb"
     result = subprocess.run(
@@ -241,6 +245,7 @@ def test_embedding_fidelity_quick_mode_scores_every_method_against_rtn(tmp_path)
     assert "| all-minilm-l6-v2 | int4_asym | 64 | hqq-default |" in (out_dir / "results.md").read_text()
 
 
+@pytest.mark.slow
 def test_decision_mode_gives_a_verdict_against_rtn_per_model_and_config(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.decide", "--methods", "hqq-default", "--llms", "--encoders",

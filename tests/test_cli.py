@@ -30,6 +30,7 @@ def _tree(path: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*")}
 
 
+@pytest.mark.slow
 def test_bundled_default_compresses_to_a_model_optimum_intel_loads_and_generates_with(bundled_hqq, capsys):
     from optimum.intel import OVModelForCausalLM
     from transformers import AutoTokenizer
@@ -51,6 +52,7 @@ def test_bundled_default_compresses_to_a_model_optimum_intel_loads_and_generates
     assert capsys.readouterr().out.startswith("Hello")
 
 
+@pytest.mark.slow
 def test_same_input_and_options_give_identical_weights(bundled_hqq, cache_dir, tmp_path):
     again = tmp_path / "again"
     assert cli.main(["compress", "--dst", str(again), "--cache-dir", str(cache_dir)]) == 0
@@ -58,6 +60,7 @@ def test_same_input_and_options_give_identical_weights(bundled_hqq, cache_dir, t
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_huggingface_directory_source_with_keep_lm_head_fp16_and_sinkhorn(tiny_llama_dir, tmp_path):
     before = _tree(tiny_llama_dir)
     dst = tmp_path / "tiny-hqq"
@@ -77,6 +80,7 @@ def test_huggingface_directory_source_with_keep_lm_head_fp16_and_sinkhorn(tiny_l
     assert metadata["layers_by_precision"] == {"int4_asym": 14, "int8_asym": 1}
 
 
+@pytest.mark.slow
 def test_self_calibration_writes_text_with_the_model_and_records_its_cost(tiny_llama_dir, tmp_path, capsys):
     args = ["compress", "--src", str(tiny_llama_dir), "--group-size", "32", "--calibration", "self",
             "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
@@ -97,6 +101,7 @@ def test_self_calibration_writes_text_with_the_model_and_records_its_cost(tiny_l
         np.testing.assert_array_equal(first, second)
 
 
+@pytest.mark.slow
 def test_openvino_ir_source_is_only_read_and_can_be_recompressed_to_int8(tiny_ir_dir, tmp_path):
     ir_dir = tiny_ir_dir
     before = _tree(ir_dir)
@@ -149,6 +154,7 @@ def test_non_llm_openvino_ir_is_refused(tmp_path, capsys):
     assert "input_ids" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_non_empty_destination_is_refused_and_overwrite_replaces_only_an_output(tiny_ir_dir, tmp_path, capsys):
     src = ["--src", str(tiny_ir_dir), "--group-size", "32"]
     dst = tmp_path / "taken"
@@ -165,6 +171,7 @@ def test_non_empty_destination_is_refused_and_overwrite_replaces_only_an_output(
     assert json.loads((output / METADATA_FILE).read_text())["method"] == "hqq"
 
 
+@pytest.mark.slow
 def test_failure_midway_leaves_no_output_and_no_partial_directory(bundled_hqq, cache_dir, tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise nncf.InternalError("simulated failure while compressing")
@@ -175,6 +182,7 @@ def test_failure_midway_leaves_no_output_and_no_partial_directory(bundled_hqq, c
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_optimum_intel_quantization_config_with_hqq_after_opt_in(bundled_hqq, cache_dir):
     from optimum.intel import OVModelForCausalLM
     from optimum.intel import OVWeightQuantizationConfig
@@ -194,15 +202,33 @@ def test_optimum_intel_quantization_config_with_hqq_after_opt_in(bundled_hqq, ca
 
 
 def test_enable_disable_are_reversible_and_calls_without_hqq_are_nncf():
+    from tests.openvino.native.models import constants
+    from tests.openvino.native.models import heavy_tailed_weight
+    from tests.openvino.native.models import linear_model
+
+    def compressed(**kwargs) -> ov.Model:
+        model = linear_model({"w": heavy_tailed_weight((64, 128))})
+        return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=32, **kwargs)
+
     original = nncf.compress_weights
+    expected = constants(compressed())
     nncf_hqq.enable()
     try:
         assert nncf_hqq.is_enabled()
+        plain, hqq = compressed(), compressed(hqq=True)  # through nncf.compress_weights, as optimum-intel calls it
     finally:
         nncf_hqq.disable()
     assert nncf.compress_weights is original
+    assert not plain.has_rt_info(["nncf", "weight_compression", "hqq"])
+    named = {name: value for name, value in expected.items() if name.startswith("w")}
+    assert named and all(np.array_equal(constants(plain)[name], value) for name, value in named.items())
+    assert hqq.get_rt_info(["nncf", "weight_compression", "hqq", "enabled"]).astype(str) == "True"
+    assert not np.array_equal(constants(hqq)["w/scale"], expected["w/scale"])
+    with pytest.raises(TypeError):  # disabled: NNCF's own function, which has no hqq
+        compressed(hqq=True)
 
 
+@pytest.mark.slow
 def test_example_runs_end_to_end(bundled_hqq, cache_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run(

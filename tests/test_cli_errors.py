@@ -18,6 +18,8 @@ from nncf_hqq.cli.pipeline import METADATA_FILE
 from nncf_hqq.cli.workdirs import MANIFEST_FILE
 from nncf_hqq.cli.workdirs import OWNER_FILE
 
+pytestmark = pytest.mark.slow  # the console command in subprocesses
+
 COMMAND = str(Path(sys.executable).parent / "nncf-hqq")
 
 

@@ -4,7 +4,6 @@ given scale and zero point, which can round differently from the solver that cho
 """
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import openvino as ov
@@ -28,14 +27,3 @@ def with_codes_as_constant_data(compressed: Any, codes_type: ov.Type) -> Any:
     codes = compressed.tensor.as_numpy_tensor().data
     tensor = four_bit_tensor(codes, tuple(compressed.tensor.shape), codes_type)
     return dataclasses.replace(compressed, tensor=Tensor(tensor))
-
-
-def keeping_given_codes(compress_weight: Callable) -> Callable:
-    """NNCF's `compress_weight`, except that a precomputed integer weight that has its codes is used as it is."""
-
-    def compress_weight_keeping_given_codes(weight, reduction_axes, config, precomputed_compressed_weight=None):
-        if carries_codes(precomputed_compressed_weight, config.is_integer):
-            return precomputed_compressed_weight
-        return compress_weight(weight, reduction_axes, config, precomputed_compressed_weight)
-
-    return compress_weight_keeping_given_codes

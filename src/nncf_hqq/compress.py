@@ -10,16 +10,16 @@ import nncf
 from nncf import CompressWeightsMode
 from nncf import Dataset
 from nncf.common.logging import nncf_logger
-from nncf.common.utils.backend import BackendType
-from nncf.common.utils.backend import get_backend
-from nncf.quantization.quantize_model import compress_weights as nncf_compress_weights
 
+from nncf_hqq._nncf import is_openvino_model
+from nncf_hqq._nncf import nncf_compress_weights
 from nncf_hqq._nncf import nncf_rt_info_restored_on_error
-from nncf_hqq._nncf import openvino_weight_compression_class
-from nncf_hqq._nncf import weight_compression_class
+from nncf_hqq._nncf import record_rt_info
+from nncf_hqq._nncf import session_active
 from nncf_hqq.calibration.parameters import SelfCalibrationParameters
 from nncf_hqq.calibration.self_written import self_written_data
-from nncf_hqq.compression_session import SeamSettings
+from nncf_hqq.compression_session import CompressionSession
+from nncf_hqq.compression_session import SessionSettings
 from nncf_hqq.equalization.algorithm import Equalization
 from nncf_hqq.equalization.algorithm import EqualizationPlan
 from nncf_hqq.equalization.algorithm import EqualizationRule
@@ -27,7 +27,6 @@ from nncf_hqq.equalization.parameters import AdvancedEqualizationParameters
 from nncf_hqq.equalization.parameters import EqualizationMethod
 from nncf_hqq.hqq import HQQ
 from nncf_hqq.hqq import SUPPORTED_MODES
-from nncf_hqq.hqq import check_weight_is_finite
 from nncf_hqq.parameters import AdvancedCompressionParameters
 from nncf_hqq.parameters import AdvancedHQQParameters
 from nncf_hqq.parameters import HQQZeroPointStorage
@@ -37,6 +36,15 @@ TModel = TypeVar("TModel")
 SYMMETRIC_MODES = (CompressWeightsMode.INT4_SYM, CompressWeightsMode.INT8_SYM)
 
 
+def _with_hqq_parameter(function):
+    """Shows `function`'s signature as `nncf.compress_weights`' plus the keyword-only `hqq` (for help and IDEs)."""
+    nncf_signature = inspect.signature(nncf_compress_weights)
+    hqq = inspect.Parameter("hqq", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=bool | None)
+    function.__signature__ = nncf_signature.replace(parameters=[*nncf_signature.parameters.values(), hqq])
+    return function
+
+
+@_with_hqq_parameter
 def compress_weights(model: TModel, *, hqq: bool | None = None, **kwargs: Any) -> TModel:
     """
     `nncf.compress_weights` with HQQ: NNCF's parameters, forwarded as given (with NNCF's defaults), plus `hqq`.
@@ -64,12 +72,20 @@ def compress_weights_and_plan(
     if not hqq:
         return nncf_compress_weights(model, **kwargs), None
     arguments = _with_nncf_defaults(model, kwargs)
-    plans: list[EqualizationPlan] = []
-    settings = dataclasses.replace(_resolve_settings(model, arguments), record_plan=plans.append)
-    weight_compression_cls = weight_compression_class(settings)
-    with nncf_rt_info_restored_on_error(model), openvino_weight_compression_class(weight_compression_cls):
-        model = nncf_compress_weights(model, **arguments)
-    return model, (plans[0] if plans else None)
+    session = CompressionSession(_resolve_settings(model, arguments))
+    with nncf_rt_info_restored_on_error(model), session_active(session):
+        try:
+            model = nncf_compress_weights(model, **arguments)
+        except BaseException:
+            session.undo()
+            raise
+    record_rt_info(model, {**session.settings.rt_info, **session.summary()})
+    return model, session.equalization_plan
+
+
+compress_weights_and_plan.__signature__ = compress_weights.__signature__.replace(
+    return_annotation=tuple[TModel, EqualizationPlan | None]
+)
 
 
 def _with_nncf_defaults(model: TModel, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -79,10 +95,10 @@ def _with_nncf_defaults(model: TModel, kwargs: dict[str, Any]) -> dict[str, Any]
     return {name: value for name, value in bound.arguments.items() if name != "model"}
 
 
-def _resolve_settings(model: TModel, arguments: dict[str, Any]) -> SeamSettings:
+def _resolve_settings(model: TModel, arguments: dict[str, Any]) -> SessionSettings:
     """
-    Checks the call and decides, once, what the seam hands NNCF; with self-calibration, writes the model's text
-    and sets `arguments`' dataset, awq and scale_estimation.
+    Checks the call and decides, once, what nncf-hqq does inside NNCF; with self-calibration, writes the model's
+    text and sets `arguments`' dataset, awq and scale_estimation.
     """
     advanced_parameters, mode = arguments["advanced_parameters"], arguments["mode"]
     hqq_params = getattr(advanced_parameters, "hqq_params", None) or AdvancedHQQParameters()
@@ -123,10 +139,8 @@ def _resolve_settings(model: TModel, arguments: dict[str, Any]) -> SeamSettings:
     offload_codes = getattr(advanced_parameters, "offload_codes", AdvancedCompressionParameters.offload_codes)
     offload_dir = getattr(advanced_parameters, "offload_dir", None)
     _check_offload(offload_codes, offload_dir)
-    return SeamSettings(
-        algorithm=HQQ(hqq_params),
-        check_weight=check_weight_is_finite,
-        rt_info_key="hqq",
+    return SessionSettings(
+        hqq=HQQ(hqq_params),
         rt_info=rt_info,
         zero_point_offsets=hqq_params.zero_point_storage == HQQZeroPointStorage.OFFSET,
         eager=eager,
@@ -151,7 +165,7 @@ def _check_hqq_arguments(
     params: AdvancedHQQParameters,
     equalization_params: AdvancedEqualizationParameters,
 ) -> None:
-    if get_backend(model) != BackendType.OPENVINO:
+    if not is_openvino_model(model):
         msg = f"HQQ supports OpenVINO models (openvino.Model) only, got {type(model).__name__}."
         raise nncf.UnsupportedBackendError(msg)
     if mode not in SUPPORTED_MODES:

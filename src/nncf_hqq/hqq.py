@@ -2,7 +2,6 @@
 
 import dataclasses
 from collections.abc import Callable
-from typing import TypeVar
 
 import nncf
 import numpy as np
@@ -13,17 +12,15 @@ from nncf.tensor import functions as fns
 
 from nncf_hqq._nncf import CompressedWeight
 from nncf_hqq._nncf import CompressWeightsMode
-from nncf_hqq._nncf import NNCFGraph
 from nncf_hqq._nncf import WeightCompressionConfig
-from nncf_hqq._nncf import WeightCompressionParameters
+from nncf_hqq._nncf import WeightSite
 from nncf_hqq._nncf import reshape_weight_for_grouped_quantization
-from nncf_hqq._nncf import track
+from nncf_hqq.openvino_graph import can_take_zero_point_offset
+from nncf_hqq.openvino_graph import norm_scale_feeding
 from nncf_hqq.parameters import AdvancedHQQParameters
 from nncf_hqq.parameters import HQQZeroPointStorage
 from nncf_hqq.solver import solve_asymmetric_fused
 from nncf_hqq.solver import solve_symmetric_fused
-
-TModel = TypeVar("TModel")
 
 # Given the codes' shape and numpy dtype, memory for the solver to write them into: the Tensor to hand to NNCF and
 # the C-contiguous writable array behind it; None to let the solver allocate its own.
@@ -43,11 +40,9 @@ class HQQWeightTask:
 
     params: AdvancedHQQParameters
     initial: CompressedWeight | None = None  # starting scale and zero point (scale estimation's); RTN's when None
-    input_importance: Tensor | None = None  # per input channel, see `HQQ.calculate_quantization_params`
+    input_importance: Tensor | None = None  # per input channel, see `HQQ.calculate_compressed_weight`
 
-    def solve(
-        self, wp: WeightCompressionParameters, weight: Tensor, allocate_codes: CodesAllocator | None = None
-    ) -> CompressedWeight:
+    def solve(self, site: WeightSite, weight: Tensor, allocate_codes: CodesAllocator | None = None) -> CompressedWeight:
         """
         The weight's HQQ scale, zero point (asymmetric modes) and codes, from its value `weight` (the codes in
         memory from `allocate_codes` where it gives some, see `HQQ.calculate_compressed_weight`).
@@ -56,8 +51,8 @@ class HQQWeightTask:
         """
         compressed = HQQ.calculate_compressed_weight(
             weight,
-            wp.reduction_axes,
-            wp.compression_config,
+            site.reduction_axes,
+            site.config,
             self.params,
             initial_scale=None if self.initial is None else self.initial.scale,
             initial_zero_point=None if self.initial is None else self.initial.zero_point,
@@ -65,7 +60,7 @@ class HQQWeightTask:
             allocate_codes=allocate_codes,
         )
         if not np.isfinite(compressed.scale.as_numpy_tensor().data).all():  # a group with a NaN or infinite weight
-            raise nncf.ValidationError(_non_finite_weight_message(wp.weight_name))
+            raise nncf.ValidationError(_non_finite_weight_message(site.name))
         return compressed
 
 
@@ -91,53 +86,18 @@ class HQQ:
         return self._params
 
     @staticmethod
-    def is_applicable(wp: WeightCompressionParameters) -> bool:
+    def is_applicable(site: WeightSite) -> bool:
         """Whether HQQ handles the weight: it is compressed to one of `SUPPORTED_MODES`."""
-        return wp.compression_config is not None and wp.compression_config.mode in SUPPORTED_MODES
-
-    def apply(
-        self,
-        model: TModel,
-        graph: NNCFGraph,
-        all_weight_params: list[WeightCompressionParameters],
-        backend_entity,
-        precomputed_compressed_weights: dict[str, CompressedWeight] | None = None,
-    ) -> dict[str, CompressedWeight]:
-        """
-        Computes HQQ scales and zero points for every applicable weight of the model (`plan`, then each task).
-
-        :param model: The model, after any algorithm that changes weights (AWQ) has run.
-        :param graph: The model's NNCFGraph.
-        :param all_weight_params: The weights to compress and their compression configs.
-        :param backend_entity: NNCF weight-compression backend used to read the weights.
-        :param precomputed_compressed_weights: Parameters from an earlier algorithm (scale estimation), see `plan`.
-        :return: Precomputed parameters for NNCF's compression step: the given ones, with HQQ's scales and zero
-            points replacing them for the weights HQQ handles (NNCF computes the codes).
-        """
-        result = dict(precomputed_compressed_weights or {})
-        tasks = self.plan(all_weight_params, backend_entity, precomputed_compressed_weights)
-        weight_params = [wp for wp in all_weight_params if wp.weight_name in tasks]
-        sizes = [wp.num_weights for wp in weight_params]
-        for wp in track(weight_params, description="Applying HQQ", weights=sizes):
-            weight = backend_entity.get_weight(wp.node_with_weight, wp.weight_port_id, model, graph)
-            compressed = tasks[wp.weight_name].solve(wp, weight)
-            # without the codes: holding them until NNCF's transform would cost a byte per weight of the model
-            result[wp.weight_name] = CompressedWeight(None, compressed.scale, compressed.zero_point)
-        return result
+        return site.config is not None and site.config.mode in SUPPORTED_MODES
 
     def plan(
-        self,
-        all_weight_params: list[WeightCompressionParameters],
-        backend_entity,
-        precomputed_compressed_weights: dict[str, CompressedWeight] | None = None,
+        self, sites: list[WeightSite], precomputed_compressed_weights: dict[str, CompressedWeight] | None = None
     ) -> dict[str, HQQWeightTask]:
         """
-        Decides, without reading any weight, which weights HQQ compresses and how; lets a caller solve each
-        weight when it reads it (one weight in memory at a time).
+        Decides, without reading any weight, which weights HQQ compresses and how; each task then solves its
+        weight when the caller reads it (one weight in memory at a time).
 
-        :param all_weight_params: The weights to compress and their compression configs.
-        :param backend_entity: NNCF weight-compression backend: the graph around each weight (zero point offsets,
-            normalisation scales).
+        :param sites: The weights to compress, their compression configs and their place in the graph.
         :param precomputed_compressed_weights: Parameters from an earlier algorithm (scale estimation). HQQ
             leaves those weights out, or with `refine_scale_estimation` starts from them and keeps them where it
             cannot improve.
@@ -145,21 +105,19 @@ class HQQ:
         """
         precomputed = precomputed_compressed_weights or {}
         estimated = {name for name, cw in precomputed.items() if cw.scale is not None}
-        weight_params = [wp for wp in all_weight_params if self.is_applicable(wp)]
+        sites = [site for site in sites if self.is_applicable(site)]
         if estimated and not self._params.refine_scale_estimation:
-            kept = [wp for wp in weight_params if wp.weight_name in estimated]
-            weight_params = [wp for wp in weight_params if wp.weight_name not in estimated]
+            kept = [site for site in sites if site.name in estimated]
+            sites = [site for site in sites if site.name not in estimated]
             nncf_logger.info(
                 f"HQQ keeps the scale estimation parameters of {len(kept)} weights and compresses the other "
-                f"{len(weight_params)}; set AdvancedHQQParameters.refine_scale_estimation to refine them."
+                f"{len(sites)}; set AdvancedHQQParameters.refine_scale_estimation to refine them."
             )
         integer_params = dataclasses.replace(self._params, zero_point_storage=HQQZeroPointStorage.INTEGER)
         integer_fallback = set()
         if self._params.zero_point_storage == HQQZeroPointStorage.OFFSET:
             integer_fallback = {
-                wp.weight_name
-                for wp in weight_params
-                if wp.compression_config.is_asym_mode and not backend_entity.supports_zero_point_offset(wp)
+                site.name for site in sites if site.config.is_asym_mode and not _takes_zero_point_offset(site)
             }
         if integer_fallback:
             nncf_logger.info(
@@ -168,33 +126,17 @@ class HQQ:
             )
             nncf_logger.debug(f"Weights with integer zero points: {sorted(integer_fallback)}")
         tasks = {}
-        for wp in weight_params:
-            initial = precomputed.get(wp.weight_name)
-            norm_scale = backend_entity.input_norm_scale(wp) if self._params.norm_importance else None
-            tasks[wp.weight_name] = HQQWeightTask(
-                integer_params if wp.weight_name in integer_fallback else self._params,
+        for site in sites:
+            initial = precomputed.get(site.name)
+            norm_scale = None
+            if self._params.norm_importance and site.matmul is not None:
+                norm_scale = norm_scale_feeding(site.matmul)
+            tasks[site.name] = HQQWeightTask(
+                integer_params if site.name in integer_fallback else self._params,
                 initial if initial is not None and initial.scale is not None else None,
-                None if norm_scale is None else norm_scale * norm_scale,
+                None if norm_scale is None else Tensor(norm_scale * norm_scale),
             )
         return tasks
-
-    @staticmethod
-    def calculate_quantization_params(
-        weight: Tensor,
-        reduction_axes: tuple[int, ...],
-        config: WeightCompressionConfig,
-        params: AdvancedHQQParameters | None = None,
-        initial_scale: Tensor | None = None,
-        initial_zero_point: Tensor | None = None,
-        input_importance: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor | None]:
-        """
-        Scale and zero point of one weight: those of `calculate_compressed_weight` (same parameters).
-        """
-        compressed = HQQ.calculate_compressed_weight(
-            weight, reduction_axes, config, params, initial_scale, initial_zero_point, input_importance
-        )
-        return compressed.scale, compressed.zero_point
 
     @staticmethod
     def calculate_compressed_weight(
@@ -279,6 +221,15 @@ class HQQ:
             integer = params.zero_point_storage == HQQZeroPointStorage.INTEGER
             zero_point = rows.from_rows(zero_point.astype(TensorDataType.int32) if integer else zero_point)
         return CompressedWeight(codes, scale, zero_point)
+
+
+def _takes_zero_point_offset(site: WeightSite) -> bool:
+    """Whether the weight's zero point can be stored as an integer one plus per-group offsets."""
+    return (
+        site.matmul is not None
+        and site.constant is not None
+        and can_take_zero_point_offset(site.matmul, site.constant, site.reduction_axes)
+    )
 
 
 def check_weight_is_finite(weight_name: str, weight: Tensor) -> None:

@@ -96,12 +96,11 @@ def eight_bit_codes_buffer(
     return Tensor(tensor), tensor.data
 
 
-def replace_zero_point(output_node: ov.Node, const_node_name: str, zero_point: ov.Node) -> None:
+def replace_zero_point(output_node: ov.Node, subtract_name: str, zero_point: ov.Node) -> None:
     """
-    Makes `zero_point` the zero point input of the Subtract of NNCF's compression subgraph of the weight constant
-    `const_node_name`, found under `output_node`.
+    Makes `zero_point` the zero point input of the Subtract named `subtract_name` (of a weight's compression
+    subgraph), found under `output_node`.
     """
-    subtract_name = f"{const_node_name}/zero_point/subtract"
     subtract = node_under(output_node, subtract_name)
     if subtract is None:
         msg = f"Zero point subtract {subtract_name} not found in the compression subgraph."

@@ -17,8 +17,15 @@ import numpy as np
 import openvino as ov
 from openvino import opset13 as opset
 
+from nncf_hqq._nncf import zero_point_constant_name
+from nncf_hqq._nncf import zero_point_subtract_name
 from nncf_hqq.graph_journal import GraphJournal
 from nncf_hqq.openvino_graph import replace_zero_point
+
+
+def zero_point_offset_name(weight_constant_name: str) -> str:
+    """The constant of a weight's per-group zero point offsets."""
+    return f"{weight_constant_name}/zero_point_offset"
 
 
 def split_zero_point(scale: np.ndarray, zero_point: np.ndarray, num_bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,14 +93,14 @@ class FloatZeroPoints:
         zero_point = zero_point.as_numpy_tensor().data.astype(np.float32)
         if np.array_equal(zero_point, np.round(zero_point)):
             return
-        name = f"{const_name}/zero_point"
+        name, subtract = zero_point_constant_name(const_name), zero_point_subtract_name(const_name)
         if not self.offsets:
-            replace_zero_point(mul, const_name, opset.constant(zero_point, dtype=ov.Type.f16, name=name))
+            replace_zero_point(mul, subtract, opset.constant(zero_point, dtype=ov.Type.f16, name=name))
             return
         scale = compressed.scale.as_numpy_tensor().data
         integer_zero_point, self._pending[const_name] = split_zero_point(scale, zero_point, num_bits)
         integer_const = opset.constant(integer_zero_point, dtype=zero_point_type, name=name)
-        replace_zero_point(mul, const_name, opset.convert(integer_const, ov.Type.f16))
+        replace_zero_point(mul, subtract, opset.convert(integer_const, ov.Type.f16))
 
     def add_offsets(self, matmuls: dict[str, ov.Node]) -> None:
         """Adds the offsets stored so far to the MatMuls of their weights (by weight constant name), journaled."""
@@ -101,7 +108,7 @@ class FloatZeroPoints:
         for const_name, offset in self._pending.items():
             matmul = matmuls[const_name]
             self._journal.record_consumers(matmul.output(0))
-            add_zero_point_offset(matmul, offset, f"{const_name}/zero_point_offset", groupsums)
+            add_zero_point_offset(matmul, offset, zero_point_offset_name(const_name), groupsums)
         self._pending = {}
 
     def clear(self) -> None:

@@ -3,7 +3,11 @@
 import numpy as np
 import openvino as ov
 
+from nncf_hqq._nncf import codes_constant_name
+from nncf_hqq._nncf import scale_constant_name
+from nncf_hqq._nncf import zero_point_constant_name
 from nncf_hqq.equalization import EqualizationPlan
+from nncf_hqq.zero_point_storage import zero_point_offset_name
 
 LOW_BIT_TYPES = (ov.Type.u4, ov.Type.i4)
 INTEGER_WEIGHT_TYPES = (ov.Type.u4, ov.Type.i4, ov.Type.u8, ov.Type.i8)
@@ -33,13 +37,13 @@ def dequantize(consts: dict[str, ov.Node], name: str) -> np.ndarray:
     scale * (q - zero_point) (+ the per-group zero point offset, if stored) of the NNCF-compressed weight `name`,
     in its grouped shape.
     """
-    q = constant_value(consts[name]).astype(np.float32)
-    zero_point = consts.get(f"{name}/zero_point")
+    q = constant_value(consts[codes_constant_name(name)]).astype(np.float32)
+    zero_point = consts.get(zero_point_constant_name(name))
     if zero_point is not None:
         q = q - constant_value(zero_point).astype(np.float32)
-    scale = constant_value(consts[f"{name}/scale"])
+    scale = constant_value(consts[scale_constant_name(name)])
     dequantized = q * scale
-    offset = consts.get(f"{name}/zero_point_offset")
+    offset = consts.get(zero_point_offset_name(name))
     if offset is not None:  # one per group, in the order of the scales
         dequantized = dequantized + constant_value(offset).reshape(scale.shape)
     return dequantized
@@ -60,12 +64,12 @@ def layer_reports(
     reference_consts = constants_by_name(reference)
     reports, dequantized = [], {}
     for name, op in consts.items():
-        if op.get_element_type() not in INTEGER_WEIGHT_TYPES or f"{name}/scale" not in consts:
+        if op.get_element_type() not in INTEGER_WEIGHT_TYPES or scale_constant_name(name) not in consts:
             continue
         weight_shape = tuple(reference_consts[name].get_output_shape(0))
         dequantized[name] = dequantize(consts, name).reshape(weight_shape)
         bits = 4 if op.get_element_type() in LOW_BIT_TYPES else 8
-        zero_point = consts.get(f"{name}/zero_point")
+        zero_point = consts.get(zero_point_constant_name(name))
         symmetric = zero_point is None or int(np.prod(list(zero_point.get_output_shape(0)))) == 1  # unsigned sym
         q_shape = tuple(op.get_output_shape(0))
         reports.append(
@@ -75,7 +79,7 @@ def layer_reports(
                 "precision": f"int{bits}_{'sym' if symmetric else 'asym'}",
                 "group_size": q_shape[-1] if len(q_shape) > len(weight_shape) else -1,
                 "zero_point_type": None if zero_point is None else zero_point.get_element_type().get_type_name(),
-                "num_scales": int(np.prod(list(consts[f"{name}/scale"].get_output_shape(0)))),
+                "num_scales": int(np.prod(list(consts[scale_constant_name(name)].get_output_shape(0)))),
             }
         )
     factors = {} if equalization is None else equalization.factors

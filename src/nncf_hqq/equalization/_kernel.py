@@ -12,9 +12,9 @@ from nncf_hqq._numba import FASTMATH as _FASTMATH  # isort: skip (numba's settin
 import numba
 import numpy as np
 
-from nncf_hqq.solver._kernel import FLOAT16_TABLE
-from nncf_hqq.solver._kernel import _float16_bits
-from nncf_hqq.solver._kernel import _load
+from nncf_hqq._float16 import FLOAT16_TABLE
+from nncf_hqq._float16 import float16_bits
+from nncf_hqq._float16 import load_float32
 
 # rows per parallel task of `weighted_abs_sums` down the columns (each task keeps its own column sums)
 _ROWS = 128
@@ -44,7 +44,7 @@ def scale_float16_rows_columns(bits, row_factors, column_factors, rows_first):
             for j in range(columns):
                 scaled[j] = scaled[j] * row_factors[i]
         for j in range(columns):
-            out[i, j] = _float16_bits(scaled[j])
+            out[i, j] = float16_bits(scaled[j])
     return out
 
 
@@ -61,7 +61,7 @@ def weighted_abs_sums(values, factors, down_columns):
         sums = np.zeros(rows, np.float64)
         for i in numba.prange(rows):
             row = np.empty(columns, np.float32)
-            _load(values[i], row)
+            load_float32(values[i], row)
             total = 0.0
             for j in range(columns):
                 total += abs(row[j]) * factors[j] if weighted else abs(row[j])
@@ -72,7 +72,7 @@ def weighted_abs_sums(values, factors, down_columns):
     for task in numba.prange(num_tasks):
         row = np.empty(columns, np.float32)
         for i in range(task * _ROWS, min((task + 1) * _ROWS, rows)):
-            _load(values[i], row)
+            load_float32(values[i], row)
             factor = factors[i] if weighted else np.float32(1.0)
             for j in range(columns):
                 partial[task, j] += abs(row[j]) * factor

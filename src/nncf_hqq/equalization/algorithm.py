@@ -9,6 +9,7 @@ factors (at once, or as each weight is compressed) is the backend's.
 """
 
 from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field
 from typing import NamedTuple
@@ -29,6 +30,8 @@ from nncf_hqq.equalization.scales import columns_by_channel
 from nncf_hqq.equalization.scales import power_scales
 from nncf_hqq.equalization.scales import power_scales_of_means
 from nncf_hqq.equalization.scales import sinkhorn_scales
+from nncf_hqq.graph_journal import GraphJournal
+from nncf_hqq.graph_journal import replace_constant
 from nncf_hqq.solver.fused import kernel_values
 
 
@@ -115,6 +118,24 @@ class EqualizationPlan:
             shape[axis] = -1
             value = value * vector.reshape(shape)
         return value
+
+
+def fold(
+    plan: EqualizationPlan,
+    constants: dict[str, ov.Node],
+    names: Iterable[str] | None = None,
+    read: Callable[[ov.Node], np.ndarray] = lambda node: node.get_data(),
+    journal: GraphJournal | None = None,
+) -> dict[str, ov.Node]:
+    """
+    Replaces each constant `plan` scales (those of `names`; all when None) by a Constant of its scaled value (same
+    element type and name), re-wiring its consumers (recorded in `journal` if given).
+
+    :param constants: The model's Constants by friendly name.
+    :return: The new Constants, by name.
+    """
+    names = plan.factors if names is None else names
+    return {name: replace_constant(constants[name], plan.apply(name, read(constants[name])), journal) for name in names}
 
 
 class WeightConfig(NamedTuple):

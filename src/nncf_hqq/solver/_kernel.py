@@ -1,69 +1,28 @@
 """
-The HQQ solver of `nncf_hqq.solver.reference.solve`, fused per group of weights and compiled with numba.
+The HQQ solver (the equations of `nncf_hqq.solver`), fused per group of weights and compiled with numba.
 
-`solve` applies each step to a whole block of groups, one pass over memory per tensor operation. Here each group's
-RTN start, scale search, proximal iterations and selection run on one group of weights at a time (held in
-registers and the L1 cache), groups in parallel, reading f16 weights as they are stored. The equations, candidates
-and their order are those of `solve`, in float32; sums are accumulated in another order and |r|^p is a polynomial
-approximation that vectorises (`_abs_pow`, within 2e-6 of `powf`), so where two candidates tie to float rounding
-(common: shifting the zero point by a whole step gives the same residuals unless the shift clips) a group may pick
-the other one. Compiled with numpy's error model: a division by zero gives inf instead of raising, which lets the
-per-weight loops vectorise (every division here is guarded).
+Each group's RTN start, scale search, proximal iterations and selection run on one group of weights at a time
+(held in registers and the L1 cache), groups in parallel, reading f16 weights as they are stored. The tests compare
+it with a reference written one tensor operation per equation; it computes the same candidates in the same order,
+in float32, but sums are accumulated in another order and |r|^p is a polynomial approximation that vectorises
+(`_abs_pow`, within 2e-6 of `powf`), so where two candidates tie to float rounding (common: shifting the zero
+point by a whole step gives the same residuals unless the shift clips) a group may pick the other one. Compiled
+with numpy's error model: a division by zero gives inf instead of raising, which lets the per-weight loops
+vectorise (every division here is guarded).
 """
 
 from nncf_hqq._numba import FASTMATH as _FASTMATH  # isort: skip (numba's settings first)
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
-from numba.extending import overload
+
+from nncf_hqq._float16 import FLOAT16_TABLE
+from nncf_hqq._float16 import bits_float
+from nncf_hqq._float16 import float16_bits
+from nncf_hqq._float16 import float_bits
+from nncf_hqq._float16 import load_float32
 
 # Groups per parallel task: scratch buffers are allocated once per task.
 _CHUNK = 256
-# float16 bit patterns -> float32 values, for reading f16 weights (numba has no float16 arithmetic on CPU)
-FLOAT16_TABLE = np.arange(2**16, dtype=np.uint16).view(np.float16).astype(np.float32)
-
-
-def _load(values, out):
-    """out[:] = values as float32; uint16 values are float16 bit patterns."""
-
-
-@overload(_load)
-def _load_overload(values, out):
-    if values.dtype == types.uint16:
-
-        def load_float16(values, out):
-            for j in range(values.shape[0]):
-                out[j] = FLOAT16_TABLE[values[j]]
-
-        return load_float16
-
-    def load(values, out):
-        for j in range(values.shape[0]):
-            out[j] = values[j]
-
-    return load
-
-
-@intrinsic
-def _float_bits(typingctx, x):
-    """The bits of a float32 as an int32 (a bit cast, which LLVM vectorises; numba's scalar `view` does not)."""
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.int32(types.float32), codegen
-
-
-@intrinsic
-def _bits_float(typingctx, x):
-    """The float32 whose bits are the given int32."""
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return types.float32(types.int32), codegen
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -79,9 +38,9 @@ def _abs_pow(x, p):
     """
     one, half = np.float32(1.0), np.float32(0.5)
     magnitude = abs(x)
-    bits = _float_bits(magnitude)
+    bits = float_bits(magnitude)
     exponent = np.float32(np.int32(bits >> np.int32(23)) - np.int32(127))
-    mantissa = _bits_float(np.int32(bits & np.int32(0x7FFFFF)) | np.int32(0x3F800000))  # in [1, 2)
+    mantissa = bits_float(np.int32(bits & np.int32(0x7FFFFF)) | np.int32(0x3F800000))  # in [1, 2)
     above = mantissa > np.float32(1.4142135)
     mantissa = mantissa * half if above else mantissa
     exponent = exponent + one if above else exponent
@@ -95,25 +54,8 @@ def _abs_pow(x, p):
     g = (y - n) * np.float32(0.6931471805599453)
     poly = np.float32(1.0 / 120.0) + g * (np.float32(1.0 / 720.0) + g * np.float32(1.0 / 5040.0))
     poly = one + g * (one + g * (half + g * (np.float32(1.0 / 6.0) + g * (np.float32(1.0 / 24.0) + g * poly))))
-    power_of_two = _bits_float(np.int32(np.int32(n) + np.int32(127)) << np.int32(23))
+    power_of_two = bits_float(np.int32(np.int32(n) + np.int32(127)) << np.int32(23))
     return poly * power_of_two if magnitude != np.float32(0.0) else np.float32(0.0)
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
-def _float16_bits(x):
-    """The bit pattern of the float16 nearest the float32 x (ties to even; NaN: the quiet NaN), as numpy rounds."""
-    bits = _float_bits(x)
-    sign = np.int32(np.int32(bits >> np.int32(16)) & np.int32(0x8000))
-    magnitude = np.int32(bits & np.int32(0x7FFFFFFF))
-    if magnitude > np.int32(0x7F800000):
-        return np.uint16(sign | np.int32(0x7E00))
-    if magnitude >= np.int32(0x477FF000):  # 65520 and above round to infinity
-        return np.uint16(sign | np.int32(0x7C00))
-    if magnitude < np.int32(0x38800000):  # below 2^-14: multiples of 2^-24 (1024 of them is the smallest normal)
-        return np.uint16(sign | np.int32(np.rint(abs(x) * np.float32(2.0**24))))
-    # drop 13 of the 23 mantissa bits rounding to nearest even (a carry moves into the exponent), rebias 127 -> 15
-    rounded = np.int32(magnitude + np.int32(0xFFF) + np.int32(np.int32(magnitude >> np.int32(13)) & np.int32(1)))
-    return np.uint16(sign | np.int32(np.int32(rounded >> np.int32(13)) - np.int32(112 << 10)))
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -160,7 +102,7 @@ def _squared_errors(w, a, scale, zero_point_1, zero_point_2, q_max, weighted):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _scale_expansion_search(w, a, weighted, group_min, group_max, scale, q_max, steps, step):
-    """`nncf_hqq.solver.reference._scale_expansion_search` for one group: the best (s, z) of the expanded scales."""
+    """The scale expansion search for one group: the best (s, z) of the expanded scales."""
     best_scale, best_zero_point, best_error = scale, np.float32(0.0), np.float32(np.inf)
     for k in range(steps + 1):
         expansion = 1.0 + k * step
@@ -196,7 +138,7 @@ def solve_asymmetric(
     codes,
 ):
     """
-    `nncf_hqq.solver.reference.solve` for asymmetric modes, the float zero point refit included: the best (s, z)
+    The solver of `nncf_hqq.solver` for asymmetric modes, the float zero point refit included: the best (s, z)
     per group.
 
     :param weight: [groups, group size], float32 or float16 bits as uint16, each group contiguous.
@@ -211,8 +153,7 @@ def solve_asymmetric(
     :param search_steps: Number of scale expansions searched (0: no search).
     :param search_step: Their relative step: the candidate scales are (1 + search_step k) s, k = 0..search_steps.
     :param refit_zero_point: 0: integer zero points; 1: then refit a float zero point, z_f = mean(Q - W / s) for the
-        codes Q of the best (s, z), where it lowers phi (`reference._refit_float_zero_point`); 2: the same, z_f rounded
-        to float16.
+        codes Q of the best (s, z), where it lowers phi; 2: the same, z_f rounded to float16.
     :param codes: uint8 [groups, group size], filled with the codes of the weights for the best (s, z):
         Q = clip(round(W / s + z), 0, q_max), as NNCF's integer quantization computes them from a given scale and
         zero point.
@@ -230,7 +171,7 @@ def solve_asymmetric(
     for chunk in numba.prange((num_groups + _CHUNK - 1) // _CHUNK):
         w, u, q, residual, residual_p = _scratch(group_size)
         for i in range(chunk * _CHUNK, min((chunk + 1) * _CHUNK, num_groups)):
-            _load(weight[i], w)
+            load_float32(weight[i], w)
             a = importance[i] if weighted else w
             group_max, group_min, non_finite = zero, zero, zero
             for j in range(group_size):
@@ -290,7 +231,7 @@ def solve_asymmetric(
                     total += min(max(np.rint(shifted + best_zero_point), zero), q_max) - shifted
                 float_zero_point = total / np.float32(group_size)
                 if refit_zero_point == 2:
-                    float_zero_point = FLOAT16_TABLE[_float16_bits(float_zero_point)]
+                    float_zero_point = FLOAT16_TABLE[float16_bits(float_zero_point)]
                 error = _quantize(w, best_scale, float_zero_point, q_max, p, u, q, residual, residual_p)
                 q_holds_best_codes = error < best_error
                 if q_holds_best_codes:
@@ -308,7 +249,7 @@ def solve_asymmetric(
 @numba.njit(parallel=True, fastmath=_FASTMATH, error_model="numpy", cache=True)
 def solve_symmetric(weight, scale, q_min, q_max, lp_norm, beta, kappa, num_iterations, patience, clip_extremes, codes):
     """
-    `nncf_hqq.solver.reference.solve` for symmetric modes: the best scale per group.
+    The solver of `nncf_hqq.solver` for symmetric modes: the best scale per group.
 
     The signed codes Q = clip(round(W / s), q_min, q_max) are handled as Q - q_min on [0, q_max - q_min] with the
     fixed zero point -q_min, so that `_quantize` serves both modes; the scale keeps its sign (NNCF's symmetric
@@ -336,7 +277,7 @@ def solve_symmetric(weight, scale, q_min, q_max, lp_norm, beta, kappa, num_itera
     for chunk in numba.prange((num_groups + _CHUNK - 1) // _CHUNK):
         w, u, q, residual, residual_p = _scratch(group_size)
         for i in range(chunk * _CHUNK, min((chunk + 1) * _CHUNK, num_groups)):
-            _load(weight[i], w)
+            load_float32(weight[i], w)
             raw_max, raw_min, non_finite = w[0], w[0], zero
             for j in range(group_size):
                 raw_max = max(raw_max, w[j])

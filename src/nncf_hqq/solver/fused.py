@@ -26,8 +26,7 @@ def solve_asymmetric_fused(
     codes: np.ndarray | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """
-    `solve` for asymmetric modes, compiled and fused per group (`nncf_hqq.solver._kernel`): the same result up to
-    float rounding (ties between candidates may resolve differently).
+    The solver of `nncf_hqq.solver` for asymmetric modes, compiled and fused per group (`nncf_hqq.solver._kernel`).
 
     :param weight: float16 or float32 weights, [..., group].
     :param scale: Initial scale, [..., 1]; None to start from NNCF's RTN scale and zero point.
@@ -77,8 +76,8 @@ def solve_symmetric_fused(
     codes: np.ndarray | None = None,
 ) -> tuple[Tensor, Tensor]:
     """
-    `solve` for symmetric modes, compiled and fused per group (`nncf_hqq.solver._kernel.solve_symmetric`): the same
-    result up to float rounding.
+    The solver of `nncf_hqq.solver` for symmetric modes, compiled and fused per group
+    (`nncf_hqq.solver._kernel.solve_symmetric`).
 
     :param weight: float16 or float32 weights, [..., group].
     :param scale: Initial (signed) scale, [..., 1]; None to start from NNCF's symmetric scale.

@@ -90,3 +90,29 @@ def relative_error(model: ov.Model, weights: dict[str, np.ndarray], dtype=np.flo
         num += ((got - ref) ** 2).sum()
         den += (ref**2).sum()
     return float(np.sqrt(num / den))
+
+
+def fold_equalization(model: ov.Model, rule, group_size: int = 64):
+    """
+    Equalizes `model` in place without compressing it, as if every MatMul weight were to be compressed to 4 bits
+    in groups of `group_size` along its input channels: the float model computes the same function (up to the
+    rounding of the constants' precision). Returns the plan.
+    """
+    from nncf_hqq.equalization import Equalization
+    from nncf_hqq.equalization import WeightConfig
+    from nncf_hqq.equalization.patterns import find_scale_groups
+
+    configs = {}
+    for group in find_scale_groups(model):
+        for consumer in group.consumers:
+            configs[consumer.node.get_friendly_name()] = WeightConfig(group_size, 4, consumer.axis)
+    plan = Equalization(rule).plan(model, configs, lambda const: const.get_data())
+    fold_plan(model, plan)
+    return plan
+
+
+def fold_plan(model: ov.Model, plan) -> None:
+    """Replaces every constant of `model` that `plan` scales by its scaled value."""
+    from nncf_hqq.equalization import fold
+
+    fold(plan, {op.get_friendly_name(): op for op in model.get_ordered_ops() if op.get_type_name() == "Constant"})

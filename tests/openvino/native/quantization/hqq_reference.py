@@ -1,8 +1,7 @@
 """
-The readable HQQ solver: the half-quadratic proximal iterations of Badri & Shaji (2023) on `nncf.tensor` Tensors,
-as equations (`solve`), and the scale expansion search that precedes them in asymmetric modes.
-
-It is the reference of the compiled solvers that `HQQ` runs (`nncf_hqq.solver.fused`), which the tests compare
+The tests' reference HQQ solver: the half-quadratic proximal iterations of Badri & Shaji (2023) on `nncf.tensor`
+Tensors, one tensor operation per equation of `nncf_hqq.solver` (`solve`), and the scale expansion search that
+precedes them in asymmetric modes. The compiled solvers that `HQQ` runs (`nncf_hqq.solver.fused`) are compared
 with it.
 """
 
@@ -215,3 +214,11 @@ def _least_squares_ratio(target: Tensor, levels: Tensor) -> Tensor:
     denominator = fns.sum(levels * levels, axis=-1, keepdims=True)
     ratio = numerator / fns.maximum(denominator, 1e-30)
     return fns.where((denominator > 0) & (ratio > 0), ratio, 1.0)
+
+
+def quantization_params(weight: Tensor, reduction_axes: tuple[int, ...], config, params=None, **kwargs):
+    """The scale and zero point `HQQ.calculate_compressed_weight` gives a weight (same parameters)."""
+    from nncf_hqq import HQQ
+
+    compressed = HQQ.calculate_compressed_weight(weight, reduction_axes, config, params, **kwargs)
+    return compressed.scale, compressed.zero_point

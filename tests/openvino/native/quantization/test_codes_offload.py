@@ -14,7 +14,7 @@ import nncf_hqq.codes_offload
 import nncf_hqq.compression_session
 from nncf_hqq import AdvancedCompressionParameters
 from nncf_hqq import compress_weights
-from nncf_hqq._nncf import PrecomputedParamsOVBackend
+from nncf_hqq._nncf import _OVBackend
 from tests.openvino.native.models import constant_types
 from tests.openvino.native.models import constants
 from tests.openvino.native.models import heavy_tailed_weight
@@ -38,6 +38,9 @@ def _compress(model: ov.Model, mode=CompressWeightsMode.INT4_ASYM, **advanced) -
 def _named(values: dict) -> dict:
     """Without the constants OpenVINO names by a global counter (`Constant_<n>`, such as reshape shapes)."""
     return {name: value for name, value in values.items() if not re.fullmatch(r"Constant_\d+", name)}
+
+
+READS_PROC_MAPS = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
 
 
 def _mapped_files() -> list[str]:
@@ -69,7 +72,6 @@ def test_offloaded_model_has_the_same_constants_and_outputs_as_the_one_in_memory
     )
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
 @pytest.mark.parametrize("mode", [CompressWeightsMode.INT8_ASYM, CompressWeightsMode.INT8_SYM])
 def test_eight_bit_codes_are_held_once_by_their_constant_and_not_after_it(monkeypatch, mode):
     """
@@ -83,7 +85,7 @@ def test_eight_bit_codes_are_held_once_by_their_constant_and_not_after_it(monkey
         buffers.append(allocate(*args))
         return buffers[-1]
 
-    create_subgraph = PrecomputedParamsOVBackend._create_compression_subgraph
+    create_subgraph = _OVBackend._create_compression_subgraph
 
     def create_subgraph_and_record(self, *args, **kwargs):
         mul, compressed = create_subgraph(self, *args, **kwargs)
@@ -91,7 +93,7 @@ def test_eight_bit_codes_are_held_once_by_their_constant_and_not_after_it(monkey
         return mul, compressed
 
     monkeypatch.setattr(nncf_hqq.compression_session, "eight_bit_codes_buffer", allocate_and_record)
-    monkeypatch.setattr(PrecomputedParamsOVBackend, "_create_compression_subgraph", create_subgraph_and_record)
+    monkeypatch.setattr(_OVBackend, "_create_compression_subgraph", create_subgraph_and_record)
     model = _compress(_model(), mode, offload_codes=False)
     codes = {op.get_friendly_name(): op.get_data() for op in model.get_ops() if op.get_friendly_name() in WEIGHTS}
     assert len(buffers) == len(WEIGHTS) and None not in buffers
@@ -100,6 +102,7 @@ def test_eight_bit_codes_are_held_once_by_their_constant_and_not_after_it(monkey
     assert len(returned) == len(WEIGHTS) and all(compressed.tensor is None for compressed in returned)
 
 
+@READS_PROC_MAPS
 def test_large_codes_live_in_deleted_mapped_files_that_stay_valid_as_long_as_the_model(tmp_path):
     model = _compress(_model(), offload_dir=tmp_path)
     values = constants(model)
@@ -115,7 +118,7 @@ def test_large_codes_live_in_deleted_mapped_files_that_stay_valid_as_long_as_the
     assert constant_types(saved)["big"] == ov.Type.u4
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+@READS_PROC_MAPS
 @pytest.mark.parametrize("mode", [CompressWeightsMode.INT8_ASYM, CompressWeightsMode.INT8_SYM])
 def test_eight_bit_codes_are_written_straight_into_a_mapped_file(monkeypatch, tmp_path, mode):
     """The solver writes large 8-bit codes into a file OpenVINO maps: no copy is saved to a file afterwards."""
@@ -137,7 +140,7 @@ def test_eight_bit_codes_are_written_straight_into_a_mapped_file(monkeypatch, tm
     assert _mapped_files() == []
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+@READS_PROC_MAPS
 def test_a_model_with_eight_and_four_bit_codes_has_the_constants_of_the_one_in_memory(tmp_path):
     """NNCF's defaults keep one weight 8-bit (written into its file by the solver), the others 4-bit (moved)."""
     shapes = {"first": (2048, 1024), "mid": (1024, 2048), "last": (2048, 1024)}
@@ -160,7 +163,7 @@ def test_a_model_with_eight_and_four_bit_codes_has_the_constants_of_the_one_in_m
         np.testing.assert_array_equal(value, expected[name], err_msg=name)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+@READS_PROC_MAPS
 def test_eight_bit_codes_whose_constant_was_not_found_after_its_subgraph_still_get_their_file(monkeypatch, tmp_path):
     """A codes constant `after_subgraph` cannot find (as if NNCF named it otherwise) is adopted after the transform."""
     expected = constants(_compress(_model(), CompressWeightsMode.INT8_ASYM, offload_codes=False))
@@ -172,6 +175,7 @@ def test_eight_bit_codes_whose_constant_was_not_found_after_its_subgraph_still_g
         np.testing.assert_array_equal(value, expected[name], err_msg=name)
 
 
+@READS_PROC_MAPS
 def test_eight_bit_codes_stay_in_memory_with_one_warning_when_the_file_cannot_be_reserved(
     monkeypatch, tmp_path, caplog
 ):
@@ -188,6 +192,7 @@ def test_eight_bit_codes_stay_in_memory_with_one_warning_when_the_file_cannot_be
     assert _mapped_files() == [] and list(tmp_path.iterdir()) == []
 
 
+@READS_PROC_MAPS
 @pytest.mark.parametrize("advanced", ["none", "nncf"])
 def test_codes_are_offloaded_by_default_without_nncf_hqq_parameters(advanced):
     """Without advanced parameters, or with NNCF's own class, the codes go to mapped files as with nncf-hqq's."""
@@ -202,6 +207,7 @@ def test_codes_are_offloaded_by_default_without_nncf_hqq_parameters(advanced):
     assert _mapped_files() == []
 
 
+@READS_PROC_MAPS
 def test_without_offload_nothing_is_mapped(tmp_path):
     model = _compress(_model(), offload_codes=False, offload_dir=tmp_path)
     assert _mapped_files() == [] and list(tmp_path.iterdir()) == []

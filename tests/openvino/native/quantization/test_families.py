@@ -16,10 +16,12 @@ from nncf_hqq import AdvancedCompressionParameters
 from nncf_hqq import cli
 from nncf_hqq import compress_weights
 from nncf_hqq.equalization import EqualizationRule
-from nncf_hqq.equalization import fold_equalization
 from nncf_hqq.equalization.patterns import find_scale_groups
 from tests.openvino.native.families import FAMILIES
 from tests.openvino.native.families import save_tiny_model
+from tests.openvino.native.models import fold_equalization
+
+pytestmark = pytest.mark.slow  # 19 families exported with optimum-intel
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
 TOKENS = np.random.default_rng(0).integers(3, 250, size=(1, 12))

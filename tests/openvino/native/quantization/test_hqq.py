@@ -13,14 +13,12 @@ from nncf.quantization.algorithms.weight_compression.weight_lowering import calc
 from nncf.tensor import Tensor
 from openvino import opset13 as opset
 
-from nncf_hqq import HQQ
 from nncf_hqq import AdvancedCompressionParameters
 from nncf_hqq import AdvancedEqualizationParameters
 from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import HQQZeroPointStorage
 from nncf_hqq import compress_weights
 from nncf_hqq.hqq import HQQWeightTask
-from nncf_hqq.solver import solve
 from tests.openvino.native.models import bert_mlp_weights
 from tests.openvino.native.models import bert_weights
 from tests.openvino.native.models import constant_types
@@ -29,6 +27,8 @@ from tests.openvino.native.models import heavy_tailed_weight
 from tests.openvino.native.models import linear_model
 from tests.openvino.native.models import mlp_model
 from tests.openvino.native.models import relative_error
+from tests.openvino.native.quantization.hqq_reference import quantization_params
+from tests.openvino.native.quantization.hqq_reference import solve
 
 INT4_ASYM = CompressWeightsMode.INT4_ASYM
 F16_ZERO_POINT = AdvancedCompressionParameters(
@@ -152,7 +152,7 @@ def test_more_iterations_never_increase_the_objective(zero_point_storage, mode):
     objectives = []
     for iterations in [1, 2, 5, 10, 20, 40]:
         params = AdvancedHQQParameters(num_iterations=iterations, zero_point_storage=zero_point_storage)
-        scale, zero_point = HQQ.calculate_quantization_params(Tensor(up), (1,), config, params)
+        scale, zero_point = quantization_params(Tensor(up), (1,), config, params)
         zero_point = None if zero_point is None else zero_point.data
         objectives.append(_lp_objective(grouped, scale.data, zero_point).sum())
     assert all(b <= a for a, b in itertools.pairwise(objectives)), objectives
@@ -166,7 +166,7 @@ def test_every_group_is_at_least_as_good_as_rtn_in_the_objective(zero_point_stor
     grouped = weight.reshape(256, -1, 64)
     rtn_scale, rtn_zero_point = _rtn_params(grouped, config)
     params = AdvancedHQQParameters(zero_point_storage=zero_point_storage)
-    scale, zero_point = HQQ.calculate_quantization_params(Tensor(weight), (1,), config, params)
+    scale, zero_point = quantization_params(Tensor(weight), (1,), config, params)
     rtn = _lp_objective(grouped, rtn_scale, rtn_zero_point)
     hqq = _lp_objective(grouped, scale.data, zero_point.data)
     assert np.all(hqq <= rtn * (1 + 1e-6))
@@ -313,7 +313,7 @@ def test_symmetric_solver_clips_group_extremes_only_when_allowed(clip_extremes):
 
     rtn_scale, _ = _rtn_params(grouped, config)
     params = AdvancedHQQParameters(clip_extremes=clip_extremes)
-    scale, zero_point = HQQ.calculate_quantization_params(Tensor(weight), (1,), config, params)
+    scale, zero_point = quantization_params(Tensor(weight), (1,), config, params)
     assert zero_point is None
     if clip_extremes:
         assert clipped(scale.data) > 2 * clipped(rtn_scale)
@@ -326,7 +326,7 @@ def test_integer_solver_clips_group_extremes_only_when_allowed(clip_extremes):
     weight = heavy_tailed_weight((256, 512), seed=7)
     config = WeightCompressionConfig(mode=INT4_ASYM, group_size=64)
     params = AdvancedHQQParameters(num_iterations=20, patience=None, clip_extremes=clip_extremes)
-    scale, zero_point = HQQ.calculate_quantization_params(Tensor(weight), (1,), config, params)
+    scale, zero_point = quantization_params(Tensor(weight), (1,), config, params)
     grouped, s, z = weight.reshape(256, -1, 64), scale.data, zero_point.data
     q = np.clip(np.round(grouped / s + z), 0, 15)
     error_in_steps = np.abs(grouped - s * (q - z)) / s
@@ -340,13 +340,13 @@ def test_scale_expansion_search_never_clips_and_keeps_the_rtn_safeguard():
     grouped = weight.reshape(256, -1, 64)
     rtn_scale, rtn_zero_point = _rtn_params(grouped, config)
     params = AdvancedHQQParameters(scale_search_steps=15)
-    scale, zero_point = HQQ.calculate_quantization_params(Tensor(weight), (1,), config, params)
+    scale, zero_point = quantization_params(Tensor(weight), (1,), config, params)
     s, z = scale.data, zero_point.data
     q = np.clip(np.round(grouped / s + z), 0, 15)
     assert np.all(np.abs(grouped - s * (q - z)) / s <= 0.5 + 1e-3)
     assert np.all(_lp_objective(grouped, s, z) <= _lp_objective(grouped, rtn_scale, rtn_zero_point) * 1.000001)
     no_search = AdvancedHQQParameters(scale_search_steps=0)
-    without = HQQ.calculate_quantization_params(Tensor(weight), (1,), config, no_search)[0].data
+    without = quantization_params(Tensor(weight), (1,), config, no_search)[0].data
     assert not np.array_equal(s, without)
 
 
@@ -361,13 +361,9 @@ def test_scale_search_with_input_importance_lowers_the_weighted_error():
     params = AdvancedHQQParameters(num_iterations=1, scale_search_steps=7)
     importance = np.random.default_rng(0).lognormal(0.0, 1.0, size=256).astype(np.float32)
     grouped, grouped_importance = weight.reshape(128, 4, 64), importance.reshape(1, 4, 64)
-    uniform = HQQ.calculate_quantization_params(Tensor(weight), (1,), config, params)
-    ones = HQQ.calculate_quantization_params(
-        Tensor(weight), (1,), config, params, input_importance=Tensor(np.ones(256, np.float32))
-    )
-    weighted = HQQ.calculate_quantization_params(
-        Tensor(weight), (1,), config, params, input_importance=Tensor(importance)
-    )
+    uniform = quantization_params(Tensor(weight), (1,), config, params)
+    ones = quantization_params(Tensor(weight), (1,), config, params, input_importance=Tensor(np.ones(256, np.float32)))
+    weighted = quantization_params(Tensor(weight), (1,), config, params, input_importance=Tensor(importance))
     assert np.array_equal(ones[0].data, uniform[0].data) and np.array_equal(ones[1].data, uniform[1].data)
     weighted_error = _weighted_l2(grouped, weighted[0].data, weighted[1].data, grouped_importance)
     assert weighted_error < _weighted_l2(grouped, uniform[0].data, uniform[1].data, grouped_importance)

@@ -82,12 +82,19 @@ def test_hqq_refines_scale_estimation_on_request_and_keeps_its_output_error():
     assert out_error(se_hqq) < 1.05 * out_error(se)
 
 
-def test_lora_correction_keeps_working_with_hqq():
-    model = _mlp(lora_correction=True, dataset=_dataset(), hqq=True)
+def test_lora_correction_adds_adapters_to_hqq_weights_and_lowers_their_output_error():
+    data = _dataset()
+    model = _mlp(lora_correction=True, dataset=data, hqq=True)
     matmul_names = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"]
     assert len(matmul_names) > 3, "no LoRA adapters were inserted"
-    x = next(iter(_dataset(1).get_data()))
-    assert np.all(np.isfinite(_output(model, x)))
+    hqq, rtn_lora = _mlp(hqq=True), _mlp(lora_correction=True, dataset=data)
+    assert not np.array_equal(constants(model)["up/scale"], constants(rtn_lora)["up/scale"])  # HQQ's parameters
+    float_model = mlp_model(*bert_mlp_weights())
+
+    def error(compressed: ov.Model) -> float:
+        return sum(np.linalg.norm(_output(compressed, x) - _output(float_model, x)) for x in data.get_data())
+
+    assert error(model) < error(hqq)  # the adapters correct HQQ's error on the data they were fitted to
 
 
 def test_ratio_and_backup_mode_give_int8_backup_layers_hqq_parameters():
@@ -100,10 +107,15 @@ def test_ratio_and_backup_mode_give_int8_backup_layers_hqq_parameters():
 
 
 @pytest.mark.parametrize("backup_mode", [nncf.BackupMode.NONE, nncf.BackupMode.INT8_SYM])
-def test_backup_modes_work_with_hqq(backup_mode):
-    model = _mlp(ratio=0.5, backup_mode=backup_mode, hqq=True)
-    x = next(iter(_dataset(1).get_data()))
-    assert np.all(np.isfinite(_output(model, x)))
+def test_backup_modes_keep_the_backup_layers_as_nncf_does_with_hqq_parameters(backup_mode):
+    hqq, rtn = _mlp(ratio=0.7, backup_mode=backup_mode, hqq=True), _mlp(ratio=0.7, backup_mode=backup_mode)
+    types = {name: constant_types(hqq)[name] for name in ("up", "gate", "down")}
+    assert types == {name: constant_types(rtn)[name] for name in types}
+    backup = ov.Type.f32 if backup_mode == nncf.BackupMode.NONE else ov.Type.i8
+    assert types["up"] == ov.Type.u4 and types["gate"] == types["down"] == backup
+    if backup_mode == nncf.BackupMode.INT8_SYM:  # the INT8_SYM backup layers have HQQ's scales, not RTN's
+        assert not np.array_equal(constants(hqq)["gate/scale"], constants(rtn)["gate/scale"])
+        assert "gate/zero_point" not in constants(hqq)
 
 
 def test_ignored_scope_is_respected():
@@ -113,8 +125,9 @@ def test_ignored_scope_is_respected():
     assert types["up"] == ov.Type.u4
 
 
-def test_data_aware_mixed_precision_with_sensitivity_metric():
-    model = _mlp(
-        ratio=0.7, dataset=_dataset(), sensitivity_metric=nncf.SensitivityMetric.MEAN_ACTIVATION_MAGNITUDE, hqq=True
-    )
-    assert ov.Type.u4 in [constant_types(model)[name] for name in ("up", "gate", "down")]
+def test_data_aware_mixed_precision_uses_the_given_sensitivity_metric():
+    metric = nncf.SensitivityMetric.MEAN_ACTIVATION_MAGNITUDE
+    model = _mlp(ratio=0.7, dataset=_dataset(), sensitivity_metric=metric, hqq=True)
+    assert model.get_rt_info(["nncf", "weight_compression", "sensitivity_metric"]).astype(str) == metric.value
+    types = [constant_types(model)[name] for name in ("up", "gate", "down")]
+    assert ov.Type.u4 in types and ov.Type.u8 in types

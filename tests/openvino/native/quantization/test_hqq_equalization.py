@@ -24,14 +24,14 @@ from nncf_hqq.compress import compress_weights_and_plan
 from nncf_hqq.equalization import EqualizationPlan
 from nncf_hqq.equalization import EqualizationRule
 from nncf_hqq.equalization import algorithm
-from nncf_hqq.equalization import fold_equalization
-from nncf_hqq.equalization import replace_constants
 from nncf_hqq.equalization.patterns import ProducerKind
 from nncf_hqq.equalization.patterns import find_scale_groups
 from nncf_hqq.equalization.scales import MAX_SCALE
 from nncf_hqq.equalization.scales import power_scales
 from nncf_hqq.equalization.scales import sinkhorn_scales
 from tests.openvino.native.models import constants
+from tests.openvino.native.models import fold_equalization
+from tests.openvino.native.models import fold_plan
 from tests.openvino.native.models import heavy_tailed_weight
 
 LAYERS = 2
@@ -69,17 +69,23 @@ def _randomize_norms(model) -> None:
             parameter.data = torch.rand(parameter.shape, generator=generator) * 1.5 + 0.25
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen", "gemma"])
-def small_lm(request, tmp_path_factory) -> tuple[str, Path]:
-    """(family, IR file) of a small causal LM with f32 weights: optimum-intel's stateful export for Llama and Qwen,
-    torch.export for Gemma (optimum-intel 2.2 does not export Gemma 3 with this transformers)."""
+@pytest.fixture(scope="module")
+def exported_lms(tmp_path_factory) -> dict[str, Path]:
+    """The small LMs exported so far, by family: each exported once for the module's fixtures."""
+    return {}
+
+
+def _export_small_lm(family: str, out_dir: Path) -> Path:
+    """
+    The IR file of a small causal LM with f32 weights: optimum-intel's stateful export for Llama and Qwen,
+    torch.export for Gemma (optimum-intel 2.2 does not export Gemma 3 with this transformers).
+    """
     import torch
 
     torch.manual_seed(0)
-    model = _small_config(request.param).eval()
+    model = _small_config(family).eval()
     _randomize_norms(model)
-    out_dir = tmp_path_factory.mktemp(request.param)
-    if request.param == "gemma":
+    if family == "gemma":
         model.config.use_cache = False
 
         class Logits(torch.nn.Module):
@@ -102,7 +108,28 @@ def small_lm(request, tmp_path_factory) -> tuple[str, Path]:
         model.save_pretrained(out_dir / "hf")
         main_export(str(out_dir / "hf"), output=str(out_dir), task="text-generation-with-past",
                     ov_config=OVConfig(dtype="fp32"), convert_tokenizer=False)  # fmt: skip
-    return request.param, out_dir / "openvino_model.xml"
+    return out_dir / "openvino_model.xml"
+
+
+def _small_lm(family: str, exported: dict, tmp_path_factory) -> tuple[str, Path]:
+    if family not in exported:
+        exported[family] = _export_small_lm(family, tmp_path_factory.mktemp(family))
+    return family, exported[family]
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen", "gemma"])
+def small_lm(request, exported_lms, tmp_path_factory) -> tuple[str, Path]:
+    """(family, IR file) of a small LM of each family."""
+    return _small_lm(request.param, exported_lms, tmp_path_factory)
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen"])
+def stateful_lm(request, exported_lms, tmp_path_factory) -> tuple[str, Path]:
+    """
+    (family, IR file) of the small LMs optimum-intel exports with a KV cache and whose MLP NNCF's AWQ recognises
+    (Gemma's torch.export graph has neither).
+    """
+    return _small_lm(request.param, exported_lms, tmp_path_factory)
 
 
 def _logits(model: ov.Model) -> np.ndarray:
@@ -220,7 +247,7 @@ def test_layer_report_measures_the_weights_the_equalized_model_applies(small_lm)
         for consumer in group.consumers:
             size = consumer.node.get_output_shape(0)[consumer.axis]
             spread.multiply(consumer.node.get_friendly_name(), consumer.axis, np.exp(rng.standard_normal(size)))
-    replace_constants(reference, spread)
+    fold_plan(reference, spread)
     plain = layer_reports(_compress(reference.clone(), hqq_params={"equalization": "none"}), reference)
     equalized, plan = _compress_and_plan(reference.clone(), hqq_params={"equalization": "power"})
     assert plan is not None and plan.factors
@@ -254,35 +281,34 @@ def test_scaling_weights_as_they_are_compressed_equals_folding_first(small_lm, m
     _, ir = small_lm
     named = lambda model: {k: v for k, v in constants(model).items() if not re.fullmatch(r"Constant_\d+", k)}
     lazy = named(_compress(ir, hqq_params={"equalization": "power"}))
-    original = nncf_hqq.compress.weight_compression_class
+    resolve = nncf_hqq.compress._resolve_settings
 
-    def folding_first(settings):
-        return original(dataclasses.replace(settings, equalize_at="statistics"))
+    def folding_first(*args):
+        return dataclasses.replace(resolve(*args), equalize_at="statistics")
 
-    monkeypatch.setattr(nncf_hqq.compress, "weight_compression_class", folding_first)
+    monkeypatch.setattr(nncf_hqq.compress, "_resolve_settings", folding_first)
     early = named(_compress(ir, hqq_params={"equalization": "power"}))
     assert lazy.keys() == early.keys()
     for name, value in lazy.items():
         np.testing.assert_array_equal(value, early[name], err_msg=name)
 
 
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"awq": True},
-        {"ratio": 0.8},
-        {"ignored_scope": nncf.IgnoredScope(patterns=[".*mlp.down_proj.*", "linear_6/.*"], validate=False)},
-        {"mode": nncf.CompressWeightsMode.INT4_SYM},
-        {"hqq_params": {"zero_point_storage": "offset"}},
-        {"all_layers": True, "backup_mode": nncf.BackupMode.INT8_ASYM},
-    ],
-    ids=["data-free-awq", "mixed-precision", "ignored-scope", "int4-sym", "offset-zero-points", "all-layers"],
-)
-def test_equalization_chains_with_nncf_options(small_lm, kwargs):
-    family, ir = small_lm
-    if family == "gemma" and "awq" in kwargs:
-        pytest.skip("NNCF's data-free AWQ finds no pattern in the torch.export graph")
-    kwargs = dict(kwargs)
+NNCF_OPTIONS = {
+    "mixed-precision": {"ratio": 0.8},
+    "ignored-scope": {
+        "ignored_scope": nncf.IgnoredScope(patterns=[".*mlp.down_proj.*", "linear_6/.*"], validate=False)
+    },
+    "int4-sym": {"mode": nncf.CompressWeightsMode.INT4_SYM},
+    "offset-zero-points": {"hqq_params": {"zero_point_storage": "offset"}},
+    "all-layers": {"all_layers": True, "backup_mode": nncf.BackupMode.INT8_ASYM},
+}
+
+
+def _check_chain(ir: Path, **kwargs) -> ov.Model:
+    """
+    The model compressed with equalization and `kwargs`: equalized, and about as close to the float model as
+    the same compression without equalization.
+    """
     hqq_params = kwargs.pop("hqq_params", {})
     model = _compress(ir, hqq_params={"equalization": "power", **hqq_params}, **kwargs)
     assert int(model.get_rt_info(["nncf", "weight_compression", "hqq", "equalized_groups"]).astype(str)) > 0
@@ -290,17 +316,35 @@ def test_equalization_chains_with_nncf_options(small_lm, kwargs):
     reference = _logits(ov.Core().read_model(ir))
     errors = [np.abs(_logits(m) - reference).mean() / np.abs(reference).mean() for m in (model, plain)]
     assert errors[0] < 1.5 * errors[1] + 0.02  # a working compression, comparable to the plain one
+    return model
 
 
-def test_equalization_chains_with_data_aware_scale_estimation_and_lora(small_lm):
-    family, ir = small_lm
-    if family == "gemma":
-        pytest.skip("the torch.export graph has no KV-cache inputs; data-aware chains are tested on Llama and Qwen")
+@pytest.mark.parametrize("option", list(NNCF_OPTIONS))
+def test_equalization_chains_with_nncf_options(small_lm, option):
+    _check_chain(small_lm[1], **NNCF_OPTIONS[option])
+
+
+def test_equalization_chains_with_data_free_awq(stateful_lm):
+    model = _check_chain(stateful_lm[1], awq=True)
+    assert model.get_rt_info(["nncf", "weight_compression", "awq"]).astype(str) == "True"
+
+
+@pytest.mark.parametrize("algorithm", ["scale_estimation", "lora_correction"])
+def test_equalization_chains_with_data_aware_scale_estimation_and_lora(stateful_lm, algorithm):
+    _, ir = stateful_lm
     samples = [{"input_ids": TOKENS, "attention_mask": np.ones_like(TOKENS),
                 "position_ids": np.arange(TOKENS.shape[1])[None], "beam_idx": np.zeros(1, np.int32)}]  # fmt: skip
-    for kwargs in ({"scale_estimation": True}, {"lora_correction": True}):
-        model = _compress(ir, hqq_params={"equalization": "power"}, dataset=nncf.Dataset(samples), **kwargs)
-        assert np.all(np.isfinite(_logits(model)))
+    data = nncf.Dataset(samples)
+    model = _check_chain(ir, dataset=data, **{algorithm: True})
+    assert model.get_rt_info(["nncf", "weight_compression", algorithm]).astype(str) == "True"
+    without = _compress(ir, hqq_params={"equalization": "power"})
+    if algorithm == "lora_correction":  # adapters: two more MatMuls per corrected weight
+        matmuls = lambda m: sum(op.get_type_name() == "MatMul" for op in m.get_ordered_ops())
+        assert matmuls(model) > matmuls(without)
+    else:  # scale estimation's parameters, not HQQ's, for the weights it estimated
+        estimated, solved = constants(model), constants(without)
+        scales = [name for name in solved if name.endswith("/scale") and name in estimated]
+        assert scales and any(not np.array_equal(estimated[name], solved[name]) for name in scales)
 
 
 class _Records(logging.Handler):

@@ -17,13 +17,13 @@ from numba.core.codegen import get_host_cpu_features
 
 from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import HQQZeroPointStorage
-from nncf_hqq.solver import solve
+from nncf_hqq._float16 import float16_bits
 from nncf_hqq.solver import solve_asymmetric_fused
 from nncf_hqq.solver import solve_symmetric_fused
 from nncf_hqq.solver._kernel import _abs_pow
-from nncf_hqq.solver._kernel import _float16_bits
-from nncf_hqq.solver.reference import _quantize
 from tests.openvino.native.models import heavy_tailed_weight
+from tests.openvino.native.quantization.hqq_reference import _quantize
+from tests.openvino.native.quantization.hqq_reference import solve
 
 GROUP = 64
 
@@ -264,7 +264,7 @@ def test_float16_rounding_matches_numpy():
     ).astype(np.float32)
     with np.errstate(over="ignore"):  # 65520 rounds to infinity
         expected = values.astype(np.float16).view(np.uint16)
-    result = np.array([_float16_bits(value) for value in values], dtype=np.uint16)
+    result = np.array([float16_bits(value) for value in values], dtype=np.uint16)
     np.testing.assert_array_equal(result, expected)
 
 

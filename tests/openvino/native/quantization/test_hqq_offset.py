@@ -8,7 +8,6 @@ from nncf.quantization.algorithms.weight_compression.config import WeightCompres
 from nncf.tensor import Tensor
 from openvino import opset13 as opset
 
-from nncf_hqq import HQQ
 from nncf_hqq import AdvancedCompressionParameters
 from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import HQQZeroPointStorage
@@ -22,6 +21,7 @@ from tests.openvino.native.models import constants
 from tests.openvino.native.models import heavy_tailed_weight
 from tests.openvino.native.models import linear_model
 from tests.openvino.native.models import mlp_model
+from tests.openvino.native.quantization.hqq_reference import quantization_params
 
 INT4_ASYM = CompressWeightsMode.INT4_ASYM
 OFFSET_PARAMS = AdvancedHQQParameters(zero_point_storage=HQQZeroPointStorage.OFFSET)
@@ -83,7 +83,7 @@ def test_offset_storage_equals_the_float_zero_point_reference():
     weight = heavy_tailed_weight((96, 256), seed=6)
     model = _compress(linear_model({"w": weight}))
     config = WeightCompressionConfig(mode=INT4_ASYM, group_size=64)
-    scale, zero_point = HQQ.calculate_quantization_params(Tensor(weight), (1,), config, OFFSET_PARAMS)
+    scale, zero_point = quantization_params(Tensor(weight), (1,), config, OFFSET_PARAMS)
     assert np.any(zero_point.data != np.round(zero_point.data))  # a float zero point
     grouped = weight.reshape(96, 4, 64)
     q = np.clip(np.round(grouped / scale.data + zero_point.data), 0, 15)
