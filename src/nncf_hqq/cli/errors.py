@@ -8,8 +8,11 @@ Anything else is a bug: it keeps its traceback, with a line saying so.
 
 import errno
 import re
+import shutil
+from pathlib import Path
 
 import nncf
+import openvino as ov
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -70,3 +73,15 @@ def openvino_reason(error: BaseException) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def save_model(model: ov.Model, xml_file: Path) -> None:
+    """`ov.save_model`, whose write failures (OpenVINO's "iostream error") become an OSError naming the file."""
+    try:
+        ov.save_model(model, xml_file)
+    except RuntimeError as error:
+        free = shutil.disk_usage(xml_file.parent).free
+        code = errno.ENOSPC if free < 64 * 2**20 else errno.EIO
+        reason = "the disk is full" if code == errno.ENOSPC else openvino_reason(error)
+        message = f"could not write the model ({reason}): check free space and quotas"
+        raise OSError(code, message, str(xml_file)) from None

@@ -13,8 +13,8 @@ from nncf_hqq.cli.errors import EXIT_INTERRUPTED
 from nncf_hqq.cli.errors import EXIT_USER_ERROR
 from nncf_hqq.cli.errors import interrupted
 from nncf_hqq.cli.errors import user_message
-from nncf_hqq.cli.pipeline import CALIBRATIONS
-from nncf_hqq.cli.pipeline import CompressionOptions
+from nncf_hqq.cli.options import CALIBRATIONS
+from nncf_hqq.cli.options import CompressionOptions
 from nncf_hqq.cli.pipeline import compress_llm
 from nncf_hqq.equalization.parameters import AdvancedEqualizationParameters
 from nncf_hqq.equalization.parameters import EqualizationMethod
