@@ -144,7 +144,7 @@ def verdicts(rows: list[dict], threshold: float, floor_threshold: float = 2.0) -
     Adds to every candidate row its mean, the paired difference from RTN and a verdict at `threshold` SE, in the
     row's measure and (own-domain LLM rows) in NLL; and whether it holds the floor (`floor_threshold` SE).
     """
-    key = lambda r: (r["model"], r.get("reference"), r.get("text"), r["mode"], r["group_size"])  # noqa: E731
+    key = lambda r: (r["model"], r.get("reference"), r.get("text"), r["mode"], r["group_size"])
     rtn = {key(r): r for r in rows if r["method"] == "rtn"}
     for r in rows:
         base = rtn[key(r)]
@@ -155,8 +155,8 @@ def verdicts(rows: list[dict], threshold: float, floor_threshold: float = 2.0) -
         worse = [r["minus_rtn"] > floor_threshold * r["minus_rtn_se"]]
         if r.get("own_domain"):
             r["nll_minus_rtn"], r["nll_minus_rtn_se"] = paired_difference(r["nll_items"], base["nll_items"])
-            r["nll_verdict"] = "" if r["method"] == "rtn" else _verdict(
-                r["nll_minus_rtn"], r["nll_minus_rtn_se"], threshold
+            r["nll_verdict"] = (
+                "" if r["method"] == "rtn" else _verdict(r["nll_minus_rtn"], r["nll_minus_rtn_se"], threshold)
             )
             worse.append(r["nll_minus_rtn"] > floor_threshold * r["nll_minus_rtn_se"])
         r["on_floor"] = r.get("reference") in FLOOR_REFERENCES

