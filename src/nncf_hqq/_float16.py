@@ -72,3 +72,13 @@ def float16_bits(x):
     # drop 13 of the 23 mantissa bits rounding to nearest even (a carry moves into the exponent), rebias 127 -> 15
     rounded = np.int32(magnitude + np.int32(0xFFF) + np.int32(np.int32(magnitude >> np.int32(13)) & np.int32(1)))
     return np.uint16(sign | np.int32(np.int32(rounded >> np.int32(13)) - np.int32(112 << 10)))
+
+
+def kernel_values(values: np.ndarray) -> np.ndarray:
+    """
+    Weights as the compiled kernels read them, C-contiguous: float16 as its uint16 bit patterns (the kernels
+    convert them), any other type as float32.
+    """
+    if values.dtype == np.float16:
+        return np.ascontiguousarray(values).view(np.uint16)
+    return np.ascontiguousarray(values, dtype=np.float32)

@@ -19,6 +19,7 @@ import openvino as ov
 from nncf.common.logging import nncf_logger
 from nncf.tensor import Tensor
 
+from nncf_hqq._float16 import kernel_values
 from nncf_hqq._signals import signals_deferred
 from nncf_hqq.equalization.parameters import AdvancedEqualizationParameters
 from nncf_hqq.equalization.parameters import EqualizationMethod
@@ -32,7 +33,6 @@ from nncf_hqq.equalization.scales import power_scales_of_means
 from nncf_hqq.equalization.scales import sinkhorn_scales
 from nncf_hqq.graph_journal import GraphJournal
 from nncf_hqq.graph_journal import replace_constant
-from nncf_hqq.solver.fused import kernel_values
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import nncf
 import numpy as np
 from nncf.tensor import Tensor
 
+from nncf_hqq._float16 import kernel_values
 from nncf_hqq._signals import signals_deferred
 from nncf_hqq.parameters import SCALE_SEARCH_STEP
 from nncf_hqq.parameters import AdvancedHQQParameters
@@ -121,16 +122,6 @@ def _codes_array(codes: np.ndarray | None, shape: tuple[int, int], dtype: type) 
 def _patience(params: AdvancedHQQParameters, asymmetric: bool) -> int:
     """`params.patience` as the kernels take it: None (never stop early) as one more than the iterations."""
     return params.iterations(asymmetric) + 1 if params.patience is None else params.patience
-
-
-def kernel_values(values: np.ndarray) -> np.ndarray:
-    """
-    Weights as the compiled kernels read them, C-contiguous: float16 as its uint16 bit patterns (the kernels
-    convert them), any other type as float32.
-    """
-    if values.dtype == np.float16:
-        return np.ascontiguousarray(values).view(np.uint16)
-    return np.ascontiguousarray(values, dtype=np.float32)
 
 
 def _as_array(x: Tensor, shape: tuple[int, ...]) -> np.ndarray:

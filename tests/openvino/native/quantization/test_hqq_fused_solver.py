@@ -308,3 +308,37 @@ def test_garbage_collection_is_paused_while_solving_and_restored_after(enabled, 
         assert gc.isenabled() == enabled
     finally:
         gc.enable()
+
+
+_SOLVE_AND_SAVE = """
+import sys
+import numpy as np
+from nncf.tensor import Tensor
+from nncf_hqq import AdvancedHQQParameters
+from nncf_hqq.solver import solve_asymmetric_fused, solve_symmetric_fused
+weight = (np.random.default_rng(0).standard_t(3, size=(4096, 64)) * 0.02).astype(np.float16)
+scale, zero_point, codes = solve_asymmetric_fused(Tensor(weight), None, None, 4, AdvancedHQQParameters())
+symmetric_scale, _ = solve_symmetric_fused(Tensor(weight), None, 4, AdvancedHQQParameters())
+np.savez(sys.argv[1], scale=scale.data, zero_point=zero_point.data, symmetric_scale=symmetric_scale.data)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="known: a kernel compiled in the process gives some groups a scale 1 ulp away from the same kernel "
+    "loaded from numba's cache (314 of 4096 here); not its one libm call (replacing powf changed nothing), not the "
+    "FP environment (MXCSR), the input's alignment or the neighbouring groups; another threading layer differs too",
+)
+def test_kernels_compiled_in_the_process_and_loaded_from_numbas_cache_give_the_same_result(tmp_path):
+    """
+    The first run after an install compiles the kernels; later ones load them from numba's cache. Both should give
+    the same parameters.
+    """
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+    for run in ("compiled", "cached"):
+        subprocess.run([sys.executable, "-c", _SOLVE_AND_SAVE, str(tmp_path / f"{run}.npz")], env=env, check=True)
+    compiled, cached = np.load(tmp_path / "compiled.npz"), np.load(tmp_path / "cached.npz")
+    assert any((tmp_path / "numba-cache").rglob("*.nbc"))  # the second run had a cache to load
+    for name in compiled:
+        np.testing.assert_array_equal(compiled[name], cached[name], err_msg=name)
