@@ -20,6 +20,7 @@ from benchmarks.corpus import token_ids
 from benchmarks.delattice import delatticed_ir
 from benchmarks.models import LLMS
 from benchmarks.models import llm_source
+from nncf_hqq.calibration.parameters import bos_token_id
 from nncf_hqq.cli.export import full_precision_ir
 
 REFERENCES = ("original", "delatticed")
@@ -74,14 +75,26 @@ def text_windows(
 ) -> TextWindows:
     """
     The windows of `text` for the model whose tokenizer is `tokenizer`: spread evenly over the text (the last
-    tenth held out for calibration), or, `layout` "consecutive", the first `max_tokens` (the rest held out).
+    tenth held out for calibration), or, `layout` "consecutive", the first `max_tokens` (the rest held out). Each
+    window starts with the model's BOS token when it has one (`bos_token_id` of its config), then `window - 1`
+    tokens of the text: every window is read as a document from its start (Gemma's output is close to noise
+    without it).
     """
     body, label = text_by_name(text)
     ids = token_ids(tokenizer, body, cache_dir / f"tokens-{text}-{_tokenizer_key(ir_dir)}-{len(body)}.npy")
     if layout == "spread":
-        return TextWindows(text, label, spread_windows(ids, window, max_tokens), held_out_ids(ids))
-    n = min(max_tokens, len(ids)) // window
-    return TextWindows(text, label, ids[: n * window].reshape(n, window), ids[n * window :])
+        windows, held_out = spread_windows(ids, window, max_tokens), held_out_ids(ids)
+    else:
+        n = min(max_tokens, len(ids)) // window
+        windows, held_out = ids[: n * window].reshape(n, window), ids[n * window :]
+    return TextWindows(text, label, with_bos(windows, bos_token_id(ir_dir)), held_out)
+
+
+def with_bos(windows: np.ndarray, bos: int | None) -> np.ndarray:
+    """`windows` with `bos` in front of each in place of its last token (as they are when `bos` is None)."""
+    if bos is None:
+        return windows
+    return np.concatenate([np.full((len(windows), 1), bos, windows.dtype), windows[:, :-1]], axis=1)
 
 
 def _tokenizer_key(ir_dir: Path) -> str:

@@ -11,12 +11,13 @@ every weight dithered inside its GGUF lattice step (`delatticed`, `benchmarks.de
 that reference. The texts are the model's own domain (code for the code models: the CPython standard library's
 source) and prose (BoolQ's Wikipedia passages): each is tokenized without special tokens, and `--max-tokens //
 --window` windows are spread evenly over its first nine tenths (`--windows consecutive`: the first `--max-tokens`
-tokens), each scored from an empty KV cache. Per window (`benchmarks.llm_eval`): the mean next-token NLL, the mean
-KL divergence from the reference, the share of positions whose most probable next token is the reference's, the
-mean entropy of the next-token distributions and the NLL at a few softmax temperatures. Perplexity = exp(mean window
-NLL). Every method is scored on the same windows, so per-window differences from RTN are paired: the table gives
-their mean and standard error. Data-aware methods calibrate on the held-out tokens of the model's own text
-(`--text-*`), or, the `self:` methods, on text the reference wrote itself (`nncf_hqq.calibration`; `--self-*`).
+tokens), each the model's BOS token and `--window` - 1 tokens of text, scored from an empty KV cache. Per window
+(`benchmarks.llm_eval`): the mean next-token NLL, the mean KL divergence from the reference, the share of
+positions whose most probable next token is the reference's, the mean entropy of the next-token distributions and
+the NLL at a few softmax temperatures. Perplexity = exp(mean window NLL). Every method is scored on the same
+windows, so per-window differences from RTN are paired: the table gives their mean and standard error. Data-aware
+methods calibrate on the held-out tokens of the model's own text (`--text-*`), or, the `self:` methods, on text the
+reference wrote itself (`nncf_hqq.calibration`; `--self-*`).
 """
 
 import argparse

@@ -383,3 +383,11 @@ def test_paired_statistics_per_reference_and_text_with_the_best_temperature():
     assert np.isclose(rows[2]["nll_minus_rtn"], -0.05)  # against the RTN row of its own reference
     assert rows[3]["best_temperature"] == 1.2 and np.isclose(rows[3]["nll_gain_at_best_temperature"][0], 0.04)
     assert np.isclose(rows[2]["gap_closed"], (np.exp(2.0) - np.exp(1.95)) / (np.exp(2.0) - np.exp(1.0)))
+
+
+def test_windows_start_with_the_models_bos_token_when_it_has_one():
+    from benchmarks.judge import with_bos
+
+    windows = np.arange(12).reshape(2, 6)
+    assert with_bos(windows, None) is windows
+    assert with_bos(windows, 99).tolist() == [[99, 0, 1, 2, 3, 4], [99, 6, 7, 8, 9, 10]]
