@@ -37,6 +37,7 @@ from benchmarks.judge import reference_ir
 from benchmarks.judge import text_windows
 from benchmarks.llm_eval import PRECISIONS
 from benchmarks.llm_eval import ReferenceLogProbs
+from benchmarks.llm_eval import exit_cleanly_on_sigterm
 from benchmarks.llm_eval import load_model
 from benchmarks.llm_eval import model_log_probs
 from benchmarks.llm_eval import window_scores
@@ -220,6 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
     nncf.set_log_level(logging.WARNING)  # no statistics tables per compression
+    exit_cleanly_on_sigterm()
     methods = [method("rtn")] + [method(name) for name in args.methods if name != "rtn"]
     configs = parse_configs(args.configs)
     args.cache_dir.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,7 @@ from benchmarks.judge import text_windows
 from benchmarks.llm_eval import PRECISIONS
 from benchmarks.llm_eval import TEMPERATURES
 from benchmarks.llm_eval import ReferenceLogProbs
+from benchmarks.llm_eval import exit_cleanly_on_sigterm
 from benchmarks.llm_eval import generation_speed
 from benchmarks.llm_eval import load_model
 from benchmarks.llm_eval import model_log_probs
@@ -312,6 +313,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_arguments(argv)
+    exit_cleanly_on_sigterm()
     if args.merge:
         rows, corpora = merged_rows(args.merge)
         write_report(rows, corpora, {}, args.out_dir)
