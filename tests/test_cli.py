@@ -12,6 +12,7 @@ import openvino as ov
 import pytest
 
 import nncf_hqq
+from benchmarks.memory import memory_cgroup_available
 from nncf_hqq import cli
 from nncf_hqq.cli.pipeline import METADATA_FILE
 from nncf_hqq.cli.pipeline import CompressionOptions
@@ -240,3 +241,32 @@ def test_example_runs_end_to_end(bundled_hqq, cache_dir, tmp_path):
     assert "HQQ/RTN weight error" in result.stdout
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["hqq"]["mean_relative_weight_error"] < results["rtn"]["mean_relative_weight_error"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not memory_cgroup_available(), reason="needs root and the cgroup v1 memory controller")
+def test_command_reports_every_layers_error_within_a_memory_limit_the_whole_model_report_exceeded(tmp_path):
+    """
+    Six 4096x4096 f16 MatMuls (a 200 MB IR): the command completes under 700 MiB (it needed 400 here), where the
+    report that held every layer's dequantized weight was killed at 900 MiB; its errors are the whole-array ones.
+    """
+    from benchmarks.memory import run_in_cgroup
+    from benchmarks.speed import synthetic_stack
+    from nncf_hqq.cli.report import constants_by_name
+    from nncf_hqq.cli.report import dequantize
+
+    ir = synthetic_stack(tmp_path / "stack" / "openvino_model.xml", (4096, 4096), 6, input_name="input_ids")
+    dst = tmp_path / "out"
+    command = str(Path(sys.executable).parent / "nncf-hqq")
+    arguments = ["compress", "--src", str(ir.parent), "--dst", str(dst), "--cache-dir", str(tmp_path / "cache")]
+    probe, _ = run_in_cgroup([command, *arguments], limit_mib=700, timeout=600)
+    assert probe.completed, probe.outcome
+    layers = json.loads((dst / METADATA_FILE).read_text())["layers"]
+    compressed = constants_by_name(ov.Core().read_model(dst / "openvino_model.xml"))
+    reference = constants_by_name(ov.Core().read_model(ir))
+    assert len(layers) == 6
+    for layer in layers:
+        weight = reference[layer["name"]].get_data().astype(np.float64)
+        dequantized = dequantize(compressed, layer["name"]).reshape(weight.shape).astype(np.float64)
+        expected = np.linalg.norm(dequantized - weight) / np.linalg.norm(weight)
+        assert np.isclose(layer["relative_error"], expected, rtol=1e-9, atol=0), layer["name"]
