@@ -40,19 +40,17 @@ from nncf.quantization.algorithms.weight_compression.openvino_backend import OVW
 from nncf.quantization.algorithms.weight_compression.parameters import CompressedWeight
 from nncf.quantization.algorithms.weight_compression.weight_lowering import reshape_weight_for_grouped_quantization
 from nncf.quantization.quantize_model import compress_weights as nncf_compress_weights
-from nncf.tensor import Tensor
 from nncf.tensor.functions.openvino_numeric import DTYPE_MAP
 
 __all__ = [
     "CompressWeightsMode",
     "CompressedWeight",
-    "NNCFGraph",
     "WeightCompressionConfig",
-    "WeightCompressionParameters",
     "WeightSite",
     "codes_constant_name",
     "is_openvino_model",
     "nncf_compress_weights",
+    "nncf_rt_info_restored_on_error",
     "read_constant",
     "record_rt_info",
     "reshape_weight_for_grouped_quantization",
@@ -105,10 +103,8 @@ def record_rt_info(model: ov.Model, values: dict[str, Any]) -> None:
     dump_parameters(model, values, algo_name="weight_compression", path=RT_INFO_PATH)
 
 
-# NNCF's signatures that the hooks below call or override positionally (the test of the hooks pins them)
+# NNCF's signatures that the hooks bind arguments by (the test of the hooks pins these and the overridden ones)
 TRANSFORM_MODEL = inspect.signature(OVWeightCompressionAlgoBackend.transform_model)
-CREATE_COMPRESSION_SUBGRAPH = inspect.signature(OVWeightCompressionAlgoBackend._create_compression_subgraph)
-REPLACE_NODE = inspect.signature(OVWeightCompressionAlgoBackend._replace_node)
 COMPRESS_WEIGHT = inspect.signature(nncf_openvino_backend.compress_weight)
 
 
@@ -329,6 +325,3 @@ def nncf_rt_info_restored_on_error(model: ov.Model) -> Iterator[None]:
         if not had_nncf_rt_info and model.has_rt_info(["nncf"]):
             del model.get_rt_info()["nncf"]
         raise
-
-
-__all__ += ["Tensor", "nncf_rt_info_restored_on_error"]

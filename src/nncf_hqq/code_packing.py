@@ -20,9 +20,13 @@ def carries_codes(compressed: Any, is_integer: bool) -> bool:
 def with_codes_as_constant_data(compressed: Any, codes_type: ov.Type) -> Any:
     """
     The weight with its integer codes (uint8 or int8 values) as NNCF's OpenVINO quantization returns them: codes of
-    `codes_type` u4 or i4 as a packed OpenVINO tensor of that type, which a constant shares; others as they are.
+    `codes_type` u4 or i4 as a packed OpenVINO tensor of that type, which a constant shares; others, and codes the
+    solver wrote packed into such a tensor already, as they are.
     """
-    if codes_type not in (ov.Type.u4, ov.Type.i4):
+    data = compressed.tensor.data
+    if codes_type not in (ov.Type.u4, ov.Type.i4) or (
+        isinstance(data, ov.Tensor) and data.get_element_type() == codes_type
+    ):
         return compressed
     codes = compressed.tensor.as_numpy_tensor().data
     tensor = four_bit_tensor(codes, tuple(compressed.tensor.shape), codes_type)

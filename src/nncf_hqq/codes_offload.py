@@ -26,7 +26,8 @@ from nncf.tensor import Tensor
 from openvino import opset13 as opset
 
 from nncf_hqq.openvino_graph import are_eight_bit_codes
-from nncf_hqq.openvino_graph import eight_bit_codes_buffer
+from nncf_hqq.openvino_graph import are_packed_four_bit_codes
+from nncf_hqq.openvino_graph import codes_buffer
 
 MIN_BYTES = 2**20  # smaller constants stay in memory: a file each would cost more than it saves
 
@@ -51,21 +52,24 @@ class CodesOffload:
         self, element_type: ov.Type, shape: tuple[int, ...], dtype: type
     ) -> tuple[Tensor, np.ndarray] | None:
         """
-        Memory for 8-bit codes as `openvino_graph.eight_bit_codes_buffer` gives it, but in a mapped file when the
-        codes have at least `MIN_BYTES` and the system can reserve the file's blocks: a Tensor viewing OpenVINO's
-        read-only mapping (for NNCF's constant) and a writable numpy mapping of the same file (for the solver).
-        The view does not own the mapping: `move` must replace the constant NNCF makes from it, before `close`.
+        Memory for codes as `openvino_graph.codes_buffer` gives it, but in a mapped file when the codes have at least
+        `MIN_BYTES` and the system can reserve the file's blocks: a Tensor viewing OpenVINO's read-only mapping (for
+        NNCF's constant) and a writable numpy mapping of the same file (for the solver; 4-bit codes two a byte). The
+        view does not own the mapping: `move` must replace the constant NNCF makes from it, before `close`.
         """
-        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        if not are_eight_bit_codes(element_type, dtype):
+        if are_eight_bit_codes(element_type, dtype):
+            size, writable_dtype = int(np.prod(shape)) * np.dtype(dtype).itemsize, dtype
+        elif are_packed_four_bit_codes(element_type, shape):
+            size, writable_dtype = int(np.prod(shape)) // 2, np.uint8
+        else:
             return None
         if self._failed or size < MIN_BYTES or not hasattr(os, "posix_fallocate"):
-            return eight_bit_codes_buffer(element_type, shape, dtype)
+            return codes_buffer(element_type, shape, dtype)
         try:
-            mapped, writable = self._map_empty_file(element_type, shape, dtype, size)
+            mapped, writable = self._map_empty_file(element_type, shape, writable_dtype, size)
         except (OSError, RuntimeError) as error:
             self._fail(error)
-            return eight_bit_codes_buffer(element_type, shape, dtype)
+            return codes_buffer(element_type, shape, dtype)
         view = mapped.get_tensor_view()
         self._premapped[_address(view)] = mapped
         return Tensor(view), writable
@@ -115,7 +119,10 @@ class CodesOffload:
     def _map_empty_file(
         self, element_type: ov.Type, shape: tuple[int, ...], dtype: type, size: int
     ) -> tuple[ov.Node, np.memmap]:
-        """A Constant that OpenVINO maps from a new file of `size` reserved bytes, and a writable map of the file."""
+        """
+        A Constant of `element_type` and `shape` that OpenVINO maps from a new file of `size` reserved bytes, and a
+        writable map of the file as `dtype` (its `shape`, or flat bytes for 4-bit codes).
+        """
         xml = self._new_file_stem().with_suffix(".xml")
         data = xml.with_suffix(".bin")
         try:
@@ -126,7 +133,8 @@ class CodesOffload:
                 os.close(descriptor)
             xml.write_text(_one_constant_ir(element_type, shape, size))
             (mapped,) = [op for op in self._core.read_model(xml).get_ordered_ops() if op.get_type_name() == "Constant"]
-            writable = np.memmap(data, dtype=dtype, mode="r+", shape=shape)
+            flat = element_type in (ov.Type.u4, ov.Type.i4)
+            writable = np.memmap(data, dtype=dtype, mode="r+", shape=(size,) if flat else shape)
         finally:
             _remove_quietly(xml, data)
         return mapped, writable

@@ -26,7 +26,7 @@ from nncf_hqq.graph_journal import GraphJournal
 from nncf_hqq.hqq import HQQ
 from nncf_hqq.hqq import HQQWeightTask
 from nncf_hqq.hqq import check_weight_is_finite
-from nncf_hqq.openvino_graph import eight_bit_codes_buffer
+from nncf_hqq.openvino_graph import codes_buffer
 from nncf_hqq.openvino_graph import node_under
 from nncf_hqq.zero_point_storage import FloatZeroPoints
 
@@ -156,8 +156,8 @@ class CompressionSession:
             site, task = self._pending[const_name]
             if task is None:
                 self.check_weight(site.name, weight)
-            else:  # checks the weight as it solves it; 8-bit codes written where the constant will share them
-                allocate = eight_bit_codes_buffer if self._offload is None else self._offload.codes_buffer
+            else:  # checks the weight as it solves it; codes written where the constant will share them
+                allocate = codes_buffer if self._offload is None else self._offload.codes_buffer
                 precomputed = task.solve(site, weight, functools.partial(allocate, codes_type))
         if carries_codes(precomputed, is_integer):
             precomputed = with_codes_as_constant_data(precomputed, codes_type)

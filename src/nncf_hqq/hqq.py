@@ -163,8 +163,9 @@ class HQQ:
         :param input_importance: Weights of the scale search's L2 error per index along the (single) reduction
             axis, e.g. the squared scale of the normalisation layer feeding the MatMul; uniform when None.
         :param allocate_codes: Asked for the codes' memory when their layout is the solver's (the reduction axis
-            last): the solver writes them there and the returned codes are the Tensor it gives, so that they are
-            held once (e.g. by an OpenVINO constant that shares them).
+            last): the solver writes them there (4-bit codes two a byte when it gives half the bytes) and the
+            returned codes are the Tensor it gives, so that they are held once (e.g. by an OpenVINO constant that
+            shares them).
         :return: The scale (float32); the zero point: int32 on the integer grid, float32 for the FLOAT16 and
             OFFSET zero point storages, None for symmetric modes; the codes in the grouped weight's layout,
             Q = clip(round(W / s + z), 0, 2^b - 1) uint8 (asymmetric modes) or clip(round(W / s), -2^(b-1),

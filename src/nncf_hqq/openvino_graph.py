@@ -82,18 +82,25 @@ def are_eight_bit_codes(element_type: ov.Type, dtype: type) -> bool:
     return (element_type, np.dtype(dtype)) in ((ov.Type.u8, np.uint8), (ov.Type.i8, np.int8))
 
 
-def eight_bit_codes_buffer(
-    element_type: ov.Type, shape: tuple[int, ...], dtype: type
-) -> tuple[Tensor, np.ndarray] | None:
+def are_packed_four_bit_codes(element_type: ov.Type, shape: tuple[int, ...]) -> bool:
+    """Whether codes of `shape` are stored two a byte in a constant of `element_type` (u4 or i4) that the solver can
+    write directly: whole bytes per row (an even last axis)."""
+    return element_type in (ov.Type.u4, ov.Type.i4) and len(shape) > 0 and shape[-1] % 2 == 0
+
+
+def codes_buffer(element_type: ov.Type, shape: tuple[int, ...], dtype: type) -> tuple[Tensor, np.ndarray] | None:
     """
-    Memory for 8-bit codes of numpy `dtype` that a constant of `element_type` can share: an OpenVINO tensor that
-    owns it (a constant made from it keeps it alive) as a Tensor, and its writable numpy view; None for other
-    types (4-bit codes are packed first, `four_bit_tensor`).
+    Memory for codes of numpy `dtype` that a constant of `element_type` can share: an OpenVINO tensor that owns it
+    (a constant made from it keeps it alive) as a Tensor, and its writable numpy view: 8-bit codes one a byte,
+    4-bit ones two a byte (uint8, `are_packed_four_bit_codes`); None for other types and shapes.
     """
-    if not are_eight_bit_codes(element_type, dtype):
-        return None
-    tensor = ov.Tensor(element_type, ov.Shape(list(shape)))
-    return Tensor(tensor), tensor.data
+    if are_eight_bit_codes(element_type, dtype):
+        tensor = ov.Tensor(element_type, ov.Shape(list(shape)))
+        return Tensor(tensor), tensor.data
+    if are_packed_four_bit_codes(element_type, shape):
+        tensor = ov.Tensor(element_type, ov.Shape(list(shape)))
+        return Tensor(tensor), tensor.data.view(np.uint8)
+    return None
 
 
 def replace_zero_point(output_node: ov.Node, subtract_name: str, zero_point: ov.Node) -> None:

@@ -71,6 +71,22 @@ def _scratch(group_size):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _store_codes(q, codes, i):
+    """
+    Row `i` of `codes` from the group's codes `q` (integer-valued float32): one per element, or, when `codes` has
+    half as many columns, two 4-bit codes per byte, the first in the low half (two's complement for signed codes),
+    as OpenVINO's u4/i4 tensors hold them.
+    """
+    group_size = q.shape[0]
+    if codes.shape[1] == group_size:
+        for j in range(group_size):
+            codes[i, j] = q[j]
+    else:
+        for j in range(0, group_size, 2):
+            codes[i, j // 2] = (np.int32(q[j]) & np.int32(15)) | ((np.int32(q[j + 1]) & np.int32(15)) << np.int32(4))
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _quantize(w, scale, zero_point, q_max, p, u, q, residual, residual_p):
     """Fills u = w / s, Q = clip(round(u + z), 0, q_max), the residual u + z - Q and |residual|^p; returns phi."""
     total = np.float32(0.0)
@@ -156,7 +172,7 @@ def solve_asymmetric(
         codes Q of the best (s, z), where it lowers phi; 2: the same, z_f rounded to float16.
     :param codes: uint8 [groups, group size], filled with the codes of the weights for the best (s, z):
         Q = clip(round(W / s + z), 0, q_max), as NNCF's integer quantization computes them from a given scale and
-        zero point.
+        zero point; or uint8 [groups, group size / 2], two 4-bit codes a byte (`_store_codes`).
     :return: The best scale and zero point per group, float32 [groups] each, and `codes`. A group with a NaN or
         infinite weight gets a NaN scale (zero point 0, codes undefined).
     """
@@ -237,12 +253,10 @@ def solve_asymmetric(
                 if q_holds_best_codes:
                     best_zero_point = float_zero_point
             best_scales[i], best_zero_points[i] = best_scale, best_zero_point
-            if q_holds_best_codes:  # the last `_quantize` was of the best (s, z)
+            if not q_holds_best_codes:  # Q = clip(round(W / s + z)), as `_quantize` computes it
                 for j in range(group_size):
-                    codes[i, j] = np.uint8(q[j])
-            else:  # Q = clip(round(W / s + z)), as `_quantize` computes it
-                for j in range(group_size):
-                    codes[i, j] = np.uint8(min(max(np.rint(w[j] / best_scale + best_zero_point), zero), q_max))
+                    q[j] = min(max(np.rint(w[j] / best_scale + best_zero_point), zero), q_max)
+            _store_codes(q, codes, i)  # else the last `_quantize` was of the best (s, z)
     return best_scales, best_zero_points, codes
 
 
@@ -263,7 +277,8 @@ def solve_symmetric(weight, scale, q_min, q_max, lp_norm, beta, kappa, num_itera
     :param lp_norm, beta, kappa, num_iterations, clip_extremes: As in `AdvancedHQQParameters`.
     :param patience: As in `solve_asymmetric`.
     :param codes: int8 [groups, group size], filled with the codes of the weights for the best scale:
-        Q = clip(round(W / s), q_min, q_max), as NNCF's integer quantization computes them from a given scale.
+        Q = clip(round(W / s), q_min, q_max), as NNCF's integer quantization computes them from a given scale; or
+        uint8 [groups, group size / 2], two 4-bit codes a byte in two's complement (`_store_codes`).
     :return: The best scale per group, float32 [groups], NaN for a group with a NaN or infinite weight (its codes
         undefined); and `codes`.
     """
@@ -323,5 +338,6 @@ def solve_symmetric(weight, scale, q_min, q_max, lp_norm, beta, kappa, num_itera
                 b *= kappa
             best_scales[i] = best_scale
             for j in range(group_size):
-                codes[i, j] = np.int8(min(max(np.rint(w[j] / best_scale), q_min), q_max))
+                q[j] = min(max(np.rint(w[j] / best_scale), q_min), q_max)
+            _store_codes(q, codes, i)
     return best_scales, codes

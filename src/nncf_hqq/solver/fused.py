@@ -36,9 +36,10 @@ def solve_asymmetric_fused(
     :param params: Solver parameters, `params.zero_point_storage` among them.
     :param importance: Per-weight factors of the scale search's squared errors, [..., group]; uniform when None.
     :param codes: A C-contiguous uint8 array of the weight's size for the solver to write the codes into (memory
-        that will become a constant's); a new one when None.
+        that will become a constant's), or of half its size for 4-bit codes packed two a byte; a new one when None.
     :return: Best scale and zero point, float32 [groups, 1] (groups: the leading axes flattened), and the codes for
-        them, uint8 [groups, group] (a view of `codes` when given), see `nncf_hqq.solver._kernel.solve_asymmetric`.
+        them, uint8 [groups, group] (a view of `codes` when given; [groups, group / 2] when packed), see
+        `nncf_hqq.solver._kernel.solve_asymmetric`.
     """
 
     group_size = weight.shape[-1]
@@ -84,9 +85,10 @@ def solve_symmetric_fused(
     :param scale: Initial (signed) scale, [..., 1]; None to start from NNCF's symmetric scale.
     :param num_bits: Bit width of the integer grid.
     :param params: Solver parameters.
-    :param codes: As in `solve_asymmetric_fused`, int8.
+    :param codes: As in `solve_asymmetric_fused`, int8 (packed 4-bit codes: uint8, two's complement nibbles).
     :return: Best scale, float32 [groups, 1] (groups: the leading axes flattened), and the codes for it, int8
-        [groups, group] (a view of `codes` when given), see `nncf_hqq.solver._kernel.solve_symmetric`.
+        [groups, group] (a view of `codes` when given; uint8 [groups, group / 2] when packed), see
+        `nncf_hqq.solver._kernel.solve_symmetric`.
     """
     group_size = weight.shape[-1]
     weight_values = kernel_values(weight.as_numpy_tensor().data).reshape(-1, group_size)
@@ -110,13 +112,22 @@ def solve_symmetric_fused(
 
 
 def _codes_array(codes: np.ndarray | None, shape: tuple[int, int], dtype: type) -> np.ndarray:
-    """`codes` seen as [groups, group] for the kernel to fill, or a new array of that shape."""
+    """
+    `codes` seen as [groups, group] for the kernel to fill, or as [groups, group / 2] when it is uint8 of half the
+    size (two 4-bit codes a byte); a new [groups, group] array of `dtype` when None.
+    """
     if codes is None:
         return np.empty(shape, dtype)
-    if codes.dtype != dtype or codes.size != shape[0] * shape[1] or not codes.flags.c_contiguous:
-        msg = f"The codes array must be C-contiguous {np.dtype(dtype)} of {shape[0] * shape[1]} elements."
-        raise nncf.InternalError(msg)
-    return codes.reshape(shape)
+    groups, group = shape
+    if codes.flags.c_contiguous and codes.dtype == dtype and codes.size == groups * group:
+        return codes.reshape(shape)
+    if codes.flags.c_contiguous and codes.dtype == np.uint8 and group % 2 == 0 and codes.size * 2 == groups * group:
+        return codes.reshape(groups, group // 2)
+    msg = (
+        f"The codes array must be C-contiguous {np.dtype(dtype)} of {groups * group} elements, or uint8 of "
+        f"{groups * group // 2} bytes (4-bit codes, two a byte)."
+    )
+    raise nncf.InternalError(msg)
 
 
 def _patience(params: AdvancedHQQParameters, asymmetric: bool) -> int:

@@ -72,14 +72,23 @@ def test_offloaded_model_has_the_same_constants_and_outputs_as_the_one_in_memory
     )
 
 
-@pytest.mark.parametrize("mode", [CompressWeightsMode.INT8_ASYM, CompressWeightsMode.INT8_SYM])
-def test_eight_bit_codes_are_held_once_by_their_constant_and_not_after_it(monkeypatch, mode):
+@pytest.mark.parametrize(
+    "mode",
+    [
+        CompressWeightsMode.INT8_ASYM,
+        CompressWeightsMode.INT8_SYM,
+        CompressWeightsMode.INT4_ASYM,
+        CompressWeightsMode.INT4_SYM,
+    ],
+)
+def test_codes_are_held_once_by_their_constant_and_not_after_it(monkeypatch, mode):
     """
-    The solver writes 8-bit codes into OpenVINO tensors that NNCF's codes constants share (no copy is made), and
-    what NNCF keeps of a compressed weight after making its subgraph (until the next weight's) holds no codes.
+    The solver writes codes into OpenVINO tensors that NNCF's codes constants share (no copy is made; 4-bit codes
+    two a byte), and what NNCF keeps of a compressed weight after making its subgraph (until the next weight's)
+    holds no codes.
     """
     buffers, returned = [], []
-    allocate = nncf_hqq.compression_session.eight_bit_codes_buffer
+    allocate = nncf_hqq.compression_session.codes_buffer
 
     def allocate_and_record(*args):
         buffers.append(allocate(*args))
@@ -92,7 +101,7 @@ def test_eight_bit_codes_are_held_once_by_their_constant_and_not_after_it(monkey
         returned.append(compressed)
         return mul, compressed
 
-    monkeypatch.setattr(nncf_hqq.compression_session, "eight_bit_codes_buffer", allocate_and_record)
+    monkeypatch.setattr(nncf_hqq.compression_session, "codes_buffer", allocate_and_record)
     monkeypatch.setattr(_OVBackend, "_create_compression_subgraph", create_subgraph_and_record)
     model = _compress(_model(), mode, offload_codes=False)
     codes = {op.get_friendly_name(): op.get_data() for op in model.get_ops() if op.get_friendly_name() in WEIGHTS}
@@ -218,7 +227,8 @@ def test_a_directory_that_cannot_be_written_keeps_the_codes_in_memory_with_one_w
     def no_space(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(nncf_hqq.codes_offload.ov, "save_model", no_space)
+    monkeypatch.setattr(nncf_hqq.codes_offload.ov, "save_model", no_space)  # files written after the subgraph
+    monkeypatch.setattr(nncf_hqq.codes_offload.os, "posix_fallocate", no_space)  # files the solver writes into
     expected = constants(_compress(_model(), offload_codes=False))
     model = _compress(_model(), offload_dir=tmp_path)
     for name, value in _named(constants(model)).items():
