@@ -28,13 +28,16 @@ from openvino import opset13 as opset
 DEFAULT_METHODS = ("rtn", "hqq-default", "hqq-f16zp", "hqq-offset")
 
 
-def synthetic_stack(path: Path, shape: tuple[int, int], layers: int, seed: int = 0) -> Path:
-    """An IR of `layers` chained MatMuls with heavy-tailed f16 [out, in] weights (cached at `path`)."""
+def synthetic_stack(path: Path, shape: tuple[int, int], layers: int, seed: int = 0, input_name: str = "x") -> Path:
+    """
+    An IR of `layers` chained MatMuls with heavy-tailed f16 [out, in] weights (cached at `path`); its input named
+    `input_name` ("input_ids" makes the command take it for an LLM).
+    """
     if path.exists():
         return path
     rng = np.random.default_rng(seed)
     out_features, in_features = shape
-    x = opset.parameter([1, 1, in_features], ov.Type.f32, name="x")
+    x = opset.parameter([1, 1, in_features], ov.Type.f32, name=input_name)
     h = x
     for i in range(layers):
         weight = (rng.standard_t(3, size=(out_features, in_features)) * 0.02).astype(np.float16)

@@ -82,7 +82,7 @@ def test_memory_benchmark_bisects_to_the_smallest_completing_limit(monkeypatch, 
     ir.with_suffix(".bin").write_bytes(b"\0" * 2**20 * 100)  # 100 MiB: steps of 16 MiB (the floor)
     needed = 237.0
 
-    def fake_run(ir, method, config, limit_mib, timeout, scratch):
+    def fake_run(ir, method, config, limit_mib, timeout, scratch, path="api"):
         completed = limit_mib is None or limit_mib >= needed
         return memory.Probe(limit_mib, completed, 1.0, 300.0, "ok" if completed else "killed")
 
@@ -391,3 +391,15 @@ def test_windows_start_with_the_models_bos_token_when_it_has_one():
     windows = np.arange(12).reshape(2, 6)
     assert with_bos(windows, None) is windows
     assert with_bos(windows, 99).tolist() == [[99, 0, 1, 2, 3, 4], [99, 6, 7, 8, 9, 10]]
+
+
+def test_memory_benchmark_runs_the_command_with_the_methods_options():
+    from benchmarks.memory import command_arguments
+
+    arguments = command_arguments("/m/ir", "rtn", "int4_sym:128", "/out")
+    assert arguments == ["compress", "--src", "/m/ir", "--dst", "/out/model", "--cache-dir", "/out/cache",
+                         "--method", "rtn", "--bits", "4", "--group-size", "128", "--sym"]  # fmt: skip
+    assert command_arguments("/m/ir", "hqq-default", "int4_asym:64", "/out")[-4:] == ["--bits", "4", "--group-size",
+                                                                                     "64"]  # fmt: skip
+    with pytest.raises(SystemExit, match="The command runs"):
+        command_arguments("/m/ir", "hqq-f16zp", "int4_asym:64", "/out")
