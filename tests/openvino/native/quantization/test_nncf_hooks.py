@@ -117,9 +117,10 @@ def test_a_plain_nncf_call_in_another_thread_during_an_hqq_compression_is_nncfs_
         plain.update(constants=_named_constants(model), hqq=model.has_rt_info(["nncf", "weight_compression", "hqq"]))
 
     before_subgraph = CompressionSession.before_subgraph
+    main_thread = threading.get_ident()
 
     def with_a_plain_call_meanwhile(self, *args, **kwargs):
-        if not plain:  # the hooks are installed now: a whole plain compression runs in another thread
+        if not plain and threading.get_ident() == main_thread:  # hooks installed: a whole plain call meanwhile
             thread = threading.Thread(target=plain_call)
             thread.start()
             thread.join()
