@@ -123,7 +123,14 @@ def run_in_cgroup(command: list[str], limit_mib: float | None, timeout: float | 
             outcome = "killed" if killed else f"error: {last[:200]}"
         return Probe(limit_mib, outcome == "ok", seconds, max_usage, outcome), stdout
     finally:
-        group.rmdir()
+        for _ in range(50):  # a process that has just exited may still be charged to the group for a moment
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            group.rmdir()
 
 
 def run_limited(

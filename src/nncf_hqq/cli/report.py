@@ -14,7 +14,7 @@ from nncf_hqq.zero_point_storage import zero_point_offset_name
 
 LOW_BIT_TYPES = (ov.Type.u4, ov.Type.i4)
 INTEGER_WEIGHT_TYPES = (ov.Type.u4, ov.Type.i4, ov.Type.u8, ov.Type.i8)
-BLOCK_ELEMENTS = 2**22  # weights per block of rows of the error computation (4M: 32 MiB in float64)
+BLOCK_ELEMENTS = 2**20  # weights per block of rows of the error computation (1M: 8 MiB in float64)
 
 
 def constant_value(op: ov.Node) -> np.ndarray:
