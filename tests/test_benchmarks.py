@@ -403,3 +403,24 @@ def test_memory_benchmark_runs_the_command_with_the_methods_options():
                                                                                      "64"]  # fmt: skip
     with pytest.raises(SystemExit, match="The command runs"):
         command_arguments("/m/ir", "hqq-f16zp", "int4_asym:64", "/out")
+
+
+def test_floor_fails_where_kl_or_the_own_domain_nll_is_worse_than_rtn_beyond_the_threshold():
+    from benchmarks.floor import floor_holds
+    from benchmarks.floor import llm_cells
+
+    def row(method: str, text: str, nll: list[float], kl: list[float] | None = None) -> dict:
+        curves = [[v] * 8 for v in nll]
+        return {"model": "qwen2.5-coder-0.5b", "reference": "delatticed", "text": text, "mode": "int4_asym",
+                "group_size": 64, "method": method, "window_nll": nll, "window_kl": kl or [],
+                "ppl": float(np.exp(np.mean(nll))), "window_nll_by_temperature": curves,
+                "window_entropy": [1.0] * len(nll)}  # fmt: skip
+
+    rtn = [1.0, 1.2, 1.1, 1.3]
+    base = [row("rtn", "code", rtn, [0.5, 0.6, 0.55, 0.5]), row("rtn", "prose", rtn, [0.5, 0.6, 0.55, 0.5])]
+    better_code = row("m", "code", [v - 0.1 for v in rtn], [0.40, 0.50, 0.46, 0.40])
+    worse_prose_nll = row("m", "prose", [v + 0.1 + 0.01 * i for i, v in enumerate(rtn)], [0.40, 0.50, 0.46, 0.40])
+    cells = llm_cells([*base, better_code, worse_prose_nll], "m")
+    assert floor_holds(cells, 2.0)  # NLL is judged on the model's own domain (code) only
+    worse_code_kl = row("m", "code", [v - 0.1 for v in rtn], [0.60, 0.71, 0.64, 0.61])
+    assert not floor_holds(llm_cells([*base, worse_code_kl], "m"), 2.0)
