@@ -64,7 +64,7 @@ from nncf_hqq.calibration.self_written import SelfWrittenData
 from nncf_hqq.calibration.self_written import self_written_data
 
 DEFAULT_METHODS = [FULL_PRECISION, "rtn", "hqq-default", "awq-df+rtn", "awq-df+hqq-default", "hqq-f16zp", "hqq-offset"]
-QUICK_METHODS = [FULL_PRECISION, "rtn", "hqq-default", "hqq-f16zp", "hqq-offset"]
+QUICK_METHODS = [FULL_PRECISION, "rtn", "hqq-default"]
 ROW_KEY = ("model", "reference", "text", "mode", "group_size", "method")
 
 
