@@ -4,13 +4,13 @@ Compression time and peak memory of HQQ vs NNCF RTN, measured side by side in on
     python -m benchmarks.speed --runs 3
 
 Models: synthetic f16 layer stacks (2048x2048 and 4096x11008 MatMuls) and the bundled SmolLM2-135M-Instruct
-(exported to OpenVINO fp16); on request also `qwen2.5-coder-0.5b` and `gemma3-270m` (benchmarks.models'
-registry). Each (model, method) compression runs in a fresh process, the methods alternating, `--runs` times
-after one warm-up round (numba compiles the HQQ solver on its first use after an install and caches it; the
-warm-up times are printed); the process reads the IR, compresses it (timed) and reports its peak RSS. Printed:
-median seconds, ms per million weights, HQQ/RTN time ratio, peak RSS and its ratio. `--config` (mode:group),
-INT4_ASYM g64 by default. Generation speed of the compressed models is measured by `benchmarks.perplexity`
-(tokens/s, first token).
+(exported to OpenVINO fp16); on request also `qwen2.5-coder-0.5b`, `qwen2.5-coder-1.5b` and `gemma3-270m`
+(benchmarks.models' registry). Each (model, method) compression runs in a fresh process, the methods
+alternating, `--runs` times after one warm-up round (numba compiles the HQQ solver on its first use after an
+install and caches it; the warm-up times are printed); the process reads the IR, compresses it (timed) and
+reports its peak RSS. Printed: median seconds, ms per million weights, HQQ/RTN time ratio, peak RSS and its
+ratio. `--config` (mode:group), INT4_ASYM g64 by default. Generation speed of the compressed models is measured
+by `benchmarks.perplexity` (tokens/s, first token).
 """
 
 import argparse
@@ -102,7 +102,14 @@ def main() -> None:
         "--models",
         nargs="+",
         default=["stack-2048", "stack-4096x11008", "smollm2-135m"],
-        choices=["stack-2048", "stack-4096x11008", "smollm2-135m", "qwen2.5-coder-0.5b", "gemma3-270m"],
+        choices=[
+            "stack-2048",
+            "stack-4096x11008",
+            "smollm2-135m",
+            "qwen2.5-coder-0.5b",
+            "qwen2.5-coder-1.5b",
+            "gemma3-270m",
+        ],
     )
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="names of benchmarks.methods")
     parser.add_argument("--config", default="int4_asym:64", help="mode:group, e.g. int4_sym:128")
@@ -124,7 +131,7 @@ def main() -> None:
         "smollm2-135m": lambda: full_precision_ir(resolve_source(None), args.cache_dir),
         **{
             name: (lambda name=name: full_precision_ir(llm_source(name, args.cache_dir)[0], args.cache_dir))
-            for name in ("qwen2.5-coder-0.5b", "gemma3-270m")
+            for name in ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "gemma3-270m")
         },
     }  # fmt: skip
     rows = []
