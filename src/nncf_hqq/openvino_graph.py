@@ -94,13 +94,11 @@ def codes_buffer(element_type: ov.Type, shape: tuple[int, ...], dtype: type) -> 
     (a constant made from it keeps it alive) as a Tensor, and its writable numpy view: 8-bit codes one a byte,
     4-bit ones two a byte (uint8, `are_packed_four_bit_codes`); None for other types and shapes.
     """
-    if are_eight_bit_codes(element_type, dtype):
-        tensor = ov.Tensor(element_type, ov.Shape(list(shape)))
-        return Tensor(tensor), tensor.data
-    if are_packed_four_bit_codes(element_type, shape):
-        tensor = ov.Tensor(element_type, ov.Shape(list(shape)))
-        return Tensor(tensor), tensor.data.view(np.uint8)
-    return None
+    packed = are_packed_four_bit_codes(element_type, shape)
+    if not (packed or are_eight_bit_codes(element_type, dtype)):
+        return None
+    tensor = ov.Tensor(element_type, ov.Shape(list(shape)))
+    return Tensor(tensor), tensor.data.view(np.uint8) if packed else tensor.data
 
 
 def replace_zero_point(output_node: ov.Node, subtract_name: str, zero_point: ov.Node) -> None:
