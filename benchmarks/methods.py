@@ -33,8 +33,9 @@ class Method:
     :param kwargs: `nncf_hqq.compress_weights` arguments besides mode, group size and dataset; `hqq_params`,
         `equalization_params` and `offload_codes` go into the advanced parameters.
     :param data_aware: Whether the method needs a calibration dataset.
-    :param calibration: The dataset a data-aware method is fed: "text" (real text, disjoint from the evaluated)
-        or "self" (text the uncompressed model wrote, `nncf_hqq.calibration`).
+    :param calibration: The dataset a data-aware method is fed: "text" (real text, disjoint from the evaluated),
+        "self" (text the uncompressed model wrote, `nncf_hqq.calibration`) or "auto" (the text optimum-intel's
+        dataset="auto" has it write, `benchmarks.auto_text`).
     """
 
     name: str
@@ -42,6 +43,7 @@ class Method:
     data_aware: bool = False
     equalize: str | None = None  # experimental: equalization folded into the model before compression
     calibration: str = "text"
+    self_params: tuple[tuple[str, object], ...] = ()  # "self" text: `SelfCalibrationParameters` fields changed
 
 
 def _hqq(equalization: str = "none", patience: int | None = None, **hqq_params) -> dict:
@@ -110,6 +112,23 @@ METHODS = [
     Method("self:awq+se+hqq-default", {"awq": True, "scale_estimation": True, "hqq": True}, True, calibration="self"),
     Method("self:awq+hqq-default", {"awq": True, "hqq": True}, data_aware=True, calibration="self"),
     Method("self:se+hqq-default", {"scale_estimation": True, "hqq": True}, data_aware=True, calibration="self"),
+    # the model's own text in optimum-intel's shape: 128 sequences of 32 tokens (more samples, same tokens)
+    *[
+        Method(
+            f"self-128x32:{name}",
+            kwargs,
+            True,
+            calibration="self",
+            self_params=(("num_sequences", 128), ("length", 32)),
+        )
+        for name, kwargs in (
+            ("awq+se+hqq-default", {"awq": True, "scale_estimation": True, "hqq": True}),
+            ("se+hqq-default", {"scale_estimation": True, "hqq": True}),
+        )
+    ],
+    # optimum-intel's dataset="auto": its 128 self-written texts of 32 tokens, NNCF's AWQ + scale estimation
+    Method("auto:awq+se", {"awq": True, "scale_estimation": True}, data_aware=True, calibration="auto"),
+    Method("auto:awq+se+hqq-default", {"awq": True, "scale_estimation": True, "hqq": True}, True, calibration="auto"),
     # equalization experiments
     *[
         Method(f"eq-{spec}+rtn", equalize=spec)

@@ -17,7 +17,8 @@ positions whose most probable next token is the reference's, the mean entropy of
 the NLL at a few softmax temperatures. Perplexity = exp(mean window NLL). Every method is scored on the same
 windows, so per-window differences from RTN are paired: the table gives their mean and standard error. Data-aware
 methods calibrate on the held-out tokens of the model's own text (`--text-*`), or, the `self:` methods, on text the
-reference wrote itself (`nncf_hqq.calibration`; `--self-*`).
+reference wrote itself (`nncf_hqq.calibration`; `--self-*`), or, the `auto:` methods, on the text optimum-intel's
+`dataset="auto"` has the reference write (`benchmarks.auto_text`).
 """
 
 import argparse
@@ -34,6 +35,8 @@ import nncf
 import numpy as np
 import openvino as ov
 
+from benchmarks.auto_text import auto_dataset
+from benchmarks.auto_text import auto_texts
 from benchmarks.judge import OWN
 from benchmarks.judge import REFERENCES
 from benchmarks.judge import WINDOW_LAYOUTS
@@ -50,6 +53,7 @@ from benchmarks.llm_eval import model_log_probs
 from benchmarks.llm_eval import window_scores
 from benchmarks.methods import CONFIGS
 from benchmarks.methods import FULL_PRECISION
+from benchmarks.methods import Method
 from benchmarks.methods import compress
 from benchmarks.methods import method
 from benchmarks.methods import parse_configs
@@ -74,28 +78,42 @@ def calibration_dataset(ids: np.ndarray, model: ov.Model, num_samples: int = 32,
 
 
 class CalibrationData:
-    """The datasets of one model's data-aware methods, by `Method.calibration`; the self-written one made once."""
+    """
+    The datasets of one model's data-aware methods, by `Method.calibration`; the self-written one and optimum-intel's
+    dataset="auto" one made once.
+    """
 
-    def __init__(self, ir_file: Path, text: nncf.Dataset, params: SelfCalibrationParameters):
-        self._ir_file, self._params = ir_file, params
+    def __init__(self, ir_file: Path, text: nncf.Dataset, params: SelfCalibrationParameters, cache_dir: Path):
+        self._ir_file, self._params, self._cache_dir = ir_file, params, cache_dir
         self.text = text
-        self._self: SelfWrittenData | None = None
+        self._self: dict[tuple, SelfWrittenData] = {}
+        self._auto: tuple[nncf.Dataset, float] | None = None
+
+    def self_written(self, changes: tuple[tuple[str, object], ...] = ()) -> SelfWrittenData:
+        """The model's own text, with these `SelfCalibrationParameters` changes (written once, kept in the cache)."""
+        if changes not in self._self:
+            params = dataclasses.replace(self._params, bos_token_id=bos_token_id(self._ir_file.parent), **dict(changes))
+            self._self[changes] = self_written_data(ov.Core().read_model(self._ir_file), params)
+        return self._self[changes]
 
     @property
-    def self_written(self) -> SelfWrittenData:
-        """The model's own text (written once, kept in the parameters' cache)."""
-        if self._self is None:
-            params = dataclasses.replace(self._params, bos_token_id=bos_token_id(self._ir_file.parent))
-            self._self = self_written_data(ov.Core().read_model(self._ir_file), params)
-        return self._self
+    def auto(self) -> tuple[nncf.Dataset, float]:
+        """optimum-intel's dataset="auto" text and the seconds it took to write (`benchmarks.auto_text`)."""
+        if self._auto is None:
+            texts, seconds = auto_texts(self._ir_file.parent, self._cache_dir)
+            self._auto = auto_dataset(texts, self._ir_file.parent, ov.Core().read_model(self._ir_file)), seconds
+        return self._auto
 
-    @property
-    def self_seconds(self) -> float:
-        """Time the model took to write its text (in the run that wrote it); NaN if not written."""
-        return math.nan if self._self is None else self._self.seconds
+    def seconds(self, run_method: Method) -> float | None:
+        """Time the model took to write the method's text (in the run that wrote it); None for real text."""
+        if run_method.calibration == "self":
+            return self.self_written(run_method.self_params).seconds
+        return self.auto[1] if run_method.calibration == "auto" else None
 
-    def dataset(self, kind: str) -> nncf.Dataset:
-        return self.text if kind == "text" else self.self_written.dataset
+    def dataset(self, run_method: Method) -> nncf.Dataset:
+        if run_method.calibration == "self":
+            return self.self_written(run_method.self_params).dataset
+        return self.auto[0] if run_method.calibration == "auto" else self.text
 
 
 def model_size(model_dir: Path) -> int:
@@ -292,6 +310,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help="also score every row on the model's own written text (KL per sequence, `self_text_window_kl`)",
     )  # fmt: skip
     parser.add_argument("--self-top-p", type=float, default=SelfCalibrationParameters.top_p, help="nucleus mass")
+    parser.add_argument("--self-top-k", type=int, default=SelfCalibrationParameters.top_k, help="candidate tokens")
     parser.add_argument("--self-temperature", type=float, default=SelfCalibrationParameters.temperature)
     parser.add_argument(
         "--self-start", choices=["spread", "bos"], default="spread",
@@ -350,13 +369,13 @@ def main(argv: list[str] | None = None) -> None:
             corpora.update({t.name: t.label for t in texts})
             self_params = SelfCalibrationParameters(
                 num_sequences=args.self_sequences, length=args.self_length, top_p=args.self_top_p,
-                temperature=args.self_temperature, spread_start=args.self_start == "spread",
+                top_k=args.self_top_k, temperature=args.self_temperature, spread_start=args.self_start == "spread",
                 cache_dir=args.cache_dir / "self-written",
             )  # fmt: skip
             calibration_text = calibration_dataset(
                 texts[0].held_out, ov.Core().read_model(ir_file), args.text_samples, args.text_length
             )
-            calibration = CalibrationData(ir_file, calibration_text, self_params)
+            calibration = CalibrationData(ir_file, calibration_text, self_params, args.cache_dir)
             todo = [
                 (m, mode, gs) for m, mode, gs in runs
                 if any((model_name, reference, t.name, mode, gs, m.name) not in done for t in texts)
@@ -387,7 +406,7 @@ def run_and_score(
     else:
         model_dir = args.out_dir / "models" / model_name / safe_name(f"{run_method.name}-{mode}-g{group_size}")
         shutil.rmtree(model_dir, ignore_errors=True)
-        dataset = calibration.dataset(run_method.calibration) if run_method.data_aware else None
+        dataset = calibration.dataset(run_method) if run_method.data_aware else None
         seconds = compress(ir_file, run_method, mode, group_size, dataset, model_dir)
     model = None
     rows = []
@@ -402,11 +421,11 @@ def run_and_score(
             "group_size": group_size, "method": run_method.name, "precision": args.precision,
             "layout": args.windows, "ppl": float(np.exp(np.mean(scores["window_nll"]))), **scores,
             "compress_seconds": seconds, "size_bytes": model_size(model_dir), "tokens": int(text.windows.size),
-            "calibration_seconds": calibration.self_seconds if run_method.calibration == "self" else None,
+            "calibration_seconds": calibration.seconds(run_method) if run_method.data_aware else None,
         })  # fmt: skip
     if args.score_self_text and run_method.name != FULL_PRECISION:  # the same measures on the model's own writing
         own_reference = ReferenceLogProbs(ir_file.parent, references[texts[0].name].directory / "self-written")
-        own = window_scores(model_log_probs(model), calibration.self_written.sequences, own_reference)
+        own = window_scores(model_log_probs(model), calibration.self_written().sequences, own_reference)
         rows[0].update({f"self_text_{key}": value for key, value in own.items()})
     latency, speed = math.nan, math.nan
     if not args.no_speed:

@@ -98,26 +98,33 @@ class HQQ:
         weight when the caller reads it (one weight in memory at a time).
 
         :param sites: The weights to compress, their compression configs and their place in the graph.
-        :param precomputed_compressed_weights: Parameters from an earlier algorithm (scale estimation). HQQ
-            leaves those weights out, or with `refine_scale_estimation` starts from them and keeps them where it
-            cannot improve.
+        :param precomputed_compressed_weights: Parameters from an earlier algorithm (scale estimation). HQQ keeps
+            them as they are (its kernel computes the codes for them), or with `refine_scale_estimation` starts from
+            them and keeps them where it cannot improve.
         :return: A task per weight HQQ compresses, by weight name.
         """
         precomputed = precomputed_compressed_weights or {}
         estimated = {name for name, cw in precomputed.items() if cw.scale is not None}
         sites = [site for site in sites if self.is_applicable(site)]
+        kept = set()
         if estimated and not self._params.refine_scale_estimation:
-            kept = [site for site in sites if site.name in estimated]
-            sites = [site for site in sites if site.name not in estimated]
+            kept = {site.name for site in sites if site.name in estimated}
             nncf_logger.info(
-                f"HQQ keeps the scale estimation parameters of {len(kept)} weights and compresses the other "
-                f"{len(sites)}; set AdvancedHQQParameters.refine_scale_estimation to refine them."
+                f"HQQ keeps the scale estimation parameters of {len(kept)} weights (their codes computed by HQQ's "
+                f"kernel) and compresses the other {len(sites) - len(kept)}; set "
+                "AdvancedHQQParameters.refine_scale_estimation to refine them."
             )
+        # the estimated parameters as they are: no search, no iteration, integer zero points (NNCF's own format)
+        keep = dataclasses.replace(
+            self._params, num_iterations=0, scale_search_steps=0, zero_point_storage=HQQZeroPointStorage.INTEGER
+        )
         integer_params = dataclasses.replace(self._params, zero_point_storage=HQQZeroPointStorage.INTEGER)
         integer_fallback = set()
         if self._params.zero_point_storage == HQQZeroPointStorage.OFFSET:
             integer_fallback = {
-                site.name for site in sites if site.config.is_asym_mode and not _takes_zero_point_offset(site)
+                site.name
+                for site in sites
+                if site.config.is_asym_mode and site.name not in kept and not _takes_zero_point_offset(site)
             }
         if integer_fallback:
             nncf_logger.info(
@@ -131,8 +138,14 @@ class HQQ:
             norm_scale = None
             if self._params.norm_importance and site.matmul is not None:
                 norm_scale = norm_scale_feeding(site.matmul)
+            if site.name in kept:
+                params = keep
+            elif site.name in integer_fallback:
+                params = integer_params
+            else:
+                params = self._params
             tasks[site.name] = HQQWeightTask(
-                integer_params if site.name in integer_fallback else self._params,
+                params,
                 initial if initial is not None and initial.scale is not None else None,
                 None if norm_scale is None else Tensor(norm_scale * norm_scale),
             )

@@ -3,7 +3,8 @@ Sampling token sequences from an optimum-intel stateful LLM with OpenVINO alone 
 
 The model is the one being compressed, before compression. Sequences are generated `batch_size` at a time with
 the model's KV cache: one forward pass over the start tokens, then one per new token. Next tokens are drawn from
-softmax(logits / temperature) restricted to the nucleus of mass `top_p`, by a seeded numpy generator.
+softmax(logits / temperature) restricted to the `top_k` most probable tokens and, among them, to the nucleus of
+mass `top_p` (the order of transformers' sampling), by a seeded numpy generator.
 """
 
 from collections.abc import Callable
@@ -17,10 +18,6 @@ from nncf_hqq.calibration.dataset import model_input_names
 from nncf_hqq.calibration.dataset import stateful_llm_inputs
 from nncf_hqq.calibration.parameters import SelfCalibrationParameters
 
-# The nucleus is searched among this many most probable tokens first (a full sort of a 150k vocabulary per token
-# and sequence would cost more than the forward pass of a small model); a batch in which some row's nucleus is
-# wider is sorted whole.
-_CANDIDATES = 4096
 _KNOWN_INPUTS = ("input_ids", "attention_mask", "position_ids", "beam_idx")
 
 
@@ -109,29 +106,36 @@ def _sample_batch(run: _Forward, starts: np.ndarray, params: SelfCalibrationPara
     tokens[:, : starts.shape[1]] = starts
     logits = run(starts, 0)
     for position in range(starts.shape[1], params.length):
-        tokens[:, position] = sample_next_tokens(logits, params.temperature, params.top_p, rng)
+        tokens[:, position] = sample_next_tokens(logits, params.temperature, params.top_p, rng, params.top_k)
         if position + 1 < params.length:
             logits = run(tokens[:, position : position + 1], position)
     return tokens
 
 
-def sample_next_tokens(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> np.ndarray:
+def sample_next_tokens(
+    logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator, top_k: int | None = None
+) -> np.ndarray:
     """
     One token per row of `logits` [batch, vocab], drawn from softmax(logits / temperature) restricted to the
-    smallest set of most probable tokens whose probability reaches `top_p` (renormalised).
+    `top_k` most probable tokens (all when None) and, among them (renormalised), to the smallest set of most
+    probable tokens whose probability reaches `top_p` (renormalised again).
+
+    Only the `top_k` candidates are sorted: with the default 50 a step costs one partition of the logits, where a
+    sort of a 49k-262k vocabulary per row cost more than the forward pass of a small model.
     """
     batch, vocab = logits.shape
-    scaled = logits.astype(np.float64) / temperature
+    k = vocab if top_k is None else min(top_k, vocab)
+    if k < vocab:
+        candidates = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+        scaled = np.take_along_axis(logits, candidates, 1).astype(np.float64) / temperature
+    else:
+        candidates = np.broadcast_to(np.arange(vocab), (batch, vocab))
+        scaled = logits.astype(np.float64) / temperature
     probabilities = np.exp(scaled - scaled.max(axis=1, keepdims=True))
     probabilities /= probabilities.sum(axis=1, keepdims=True)
-    k = min(vocab, _CANDIDATES)
-    candidates = np.argpartition(-probabilities, k - 1, axis=1)[:, :k] if k < vocab else None
-    if candidates is None or (np.take_along_axis(probabilities, candidates, 1).sum(axis=1) < top_p).any():
-        candidates = np.tile(np.arange(vocab), (batch, 1))  # a nucleus wider than the candidates: all tokens
-    candidate_probabilities = np.take_along_axis(probabilities, candidates, 1)
-    order = np.argsort(-candidate_probabilities, axis=1, kind="stable")
+    order = np.argsort(-probabilities, axis=1, kind="stable")
     ids = np.take_along_axis(candidates, order, 1)
-    cumulative = np.cumsum(np.take_along_axis(candidate_probabilities, order, 1), axis=1)
+    cumulative = np.cumsum(np.take_along_axis(probabilities, order, 1), axis=1)
     nucleus = (cumulative < top_p).sum(axis=1) + 1  # tokens kept per row: the first that reaches top_p included
     nucleus = np.minimum(nucleus, ids.shape[1])
     draws = rng.random(batch) * cumulative[np.arange(batch), nucleus - 1]

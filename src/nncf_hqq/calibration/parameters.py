@@ -25,8 +25,10 @@ class SelfCalibrationParameters:
     :param num_sequences: Number of sequences.
     :param length: Tokens per sequence, start tokens included.
     :param temperature: Softmax temperature of the sampling (1: the model's distribution).
-    :param top_p: Nucleus sampling: sample among the most probable tokens whose probabilities add up to `top_p`
-        (1: the whole vocabulary). Cuts the long tail of a small model's distribution, which derails texts.
+    :param top_k: Sample among this many most probable tokens (None: the whole vocabulary); 50, as transformers'
+        `generate` samples by default.
+    :param top_p: Nucleus sampling: among those, sample among the most probable tokens whose probabilities add up
+        to `top_p` (1: all of them). Cuts the long tail of a small model's distribution, which derails texts.
     :param batch_size: Sequences generated at once.
     :param seed: Seed of the sampling; the same model and parameters give the same sequences.
     :param bos_token_id: The model's beginning-of-sequence token (`bos_token_id` of its config.json), put first in
@@ -41,6 +43,7 @@ class SelfCalibrationParameters:
     num_sequences: int = 32
     length: int = 128
     temperature: float = 1.0
+    top_k: int | None = 50
     top_p: float = 0.95
     batch_size: int = 32
     seed: int = 0
@@ -53,6 +56,7 @@ class SelfCalibrationParameters:
         field = "SelfCalibrationParameters.{}".format
         for name in ("num_sequences", "length", "batch_size"):
             check_integer(field(name), getattr(self, name), minimum=1)
+        check_integer(field("top_k"), self.top_k, minimum=1, allow_none=True)
         if self.length < 3:
             raise nncf.ValidationError(f"SelfCalibrationParameters.length must be at least 3, got {self.length}.")
         check_bool(field("spread_start"), self.spread_start)

@@ -56,6 +56,11 @@ def test_sampling_keeps_to_the_nucleus_and_follows_the_temperature():
     assert (greedy == 1).all()
     hot = np.concatenate([sample_next_tokens(logits[i : i + 8], 100.0, 1.0, rng) for i in range(0, 4000, 8)])
     assert abs(np.bincount(hot, minlength=4)[3] / hot.size - 0.25) < 0.03  # nearly uniform
+    top2 = np.concatenate([sample_next_tokens(logits[i : i + 8], 1.0, 1.0, rng, top_k=2) for i in range(0, 4000, 8)])
+    np.testing.assert_allclose(np.bincount(top2, minlength=4) / top2.size, [0.5 / 0.8, 0.3 / 0.8, 0, 0], atol=0.03)
+    shuffled = logits[:, [2, 0, 3, 1]]  # the candidates are found wherever they are in the vocabulary
+    top1 = sample_next_tokens(shuffled[:16], 1.0, 1.0, rng, top_k=1)
+    assert (top1 == 1).all()
 
 
 def test_model_writes_deterministic_sequences_from_bos_and_spread_start_tokens(tiny_lm):
@@ -102,6 +107,7 @@ def test_compression_on_the_models_own_text_runs_awq_and_scale_estimation(tiny_l
         ({"dataset": nncf.Dataset([{}])}, "either a dataset or self_calibration"),
         ({"mode": nncf.CompressWeightsMode.INT8_ASYM}, "4-bit modes only"),
         ({"self_calibration": SelfCalibrationParameters(top_p=0.0)}, "top_p"),
+        ({"self_calibration": SelfCalibrationParameters(top_k=0)}, "top_k"),
         ({"self_calibration": SelfCalibrationParameters(length=2)}, "length"),
     ],
 )
