@@ -44,6 +44,7 @@ class Method:
     equalize: str | None = None  # experimental: equalization folded into the model before compression
     calibration: str = "text"
     self_params: tuple[tuple[str, object], ...] = ()  # "self" text: `SelfCalibrationParameters` fields changed
+    experiment: str | None = None  # experimental compressor: "gram" (`benchmarks.gram_experiment`)
 
 
 def _hqq(equalization: str = "none", patience: int | None = None, **hqq_params) -> dict:
@@ -126,6 +127,15 @@ METHODS = [
             ("se+hqq-default", {"scale_estimation": True, "hqq": True}),
         )
     ],
+    # experiment: the data-aware scale choice of `benchmarks.gram_experiment` on the model's own text
+    Method("self:gram", data_aware=True, calibration="self", experiment="gram"),
+    Method(
+        "self-128x32:gram",
+        True,
+        calibration="self",
+        self_params=(("num_sequences", 128), ("length", 32)),
+        experiment="gram",
+    ),
     # optimum-intel's dataset="auto": its 128 self-written texts of 32 tokens, NNCF's AWQ + scale estimation
     Method("auto:awq+se", {"awq": True, "scale_estimation": True}, data_aware=True, calibration="auto"),
     Method("auto:awq+se+hqq-default", {"awq": True, "scale_estimation": True, "hqq": True}, True, calibration="auto"),
@@ -201,12 +211,17 @@ def compress_model(
     if method.name == FULL_PRECISION:
         return model, 0.0
     kwargs = dict(method.kwargs)
-    advanced_names = ("hqq_params", "equalization_params", "offload_codes")
+    advanced_names = ("hqq_params", "equalization_params", "offload_codes", "self_calibration")
     given = {name: kwargs.pop(name) for name in advanced_names if name in kwargs}
     # group sizes that do not divide a layer's channels fall back to a smaller group, alike for every method
     advanced = AdvancedCompressionParameters(group_size_fallback_mode=GroupSizeFallbackMode.ADJUST)
     advanced = dataclasses.replace(advanced, **given)
     start = time.perf_counter()
+    if method.experiment == "gram":
+        from benchmarks import gram_experiment
+
+        model = gram_experiment.compress(ir_file, mode, group_size, dataset, advanced, **kwargs, **extra)
+        return model, time.perf_counter() - start
     if method.equalize is not None:
         from benchmarks import equalization_experiments
 

@@ -6,24 +6,32 @@ Compression time and peak memory of HQQ vs NNCF RTN, measured side by side in on
 Models: synthetic f16 layer stacks (2048x2048 and 4096x11008 MatMuls) and the bundled SmolLM2-135M-Instruct
 (exported to OpenVINO fp16); on request also `qwen2.5-coder-0.5b`, `qwen2.5-coder-1.5b` and `gemma3-270m`
 (benchmarks.models' registry). Each (model, method) compression runs in a fresh process, the methods
-alternating, `--runs` times after one warm-up round (numba compiles the HQQ solver on its first use after an
-install and caches it; the warm-up times are printed); the process reads the IR, compresses it (timed) and
-reports its peak RSS. Printed: median seconds, ms per million weights, HQQ/RTN time ratio, peak RSS and its
-ratio. `--config` (mode:group), INT4_ASYM g64 by default. Generation speed of the compressed models is measured
-by `benchmarks.perplexity` (tokens/s, first token).
+alternating, `--runs` times after one warm-up round of the data-free methods (numba compiles the HQQ solver on
+its first use after an install and caches it; the warm-up times are printed); the process reads the IR,
+compresses it (timed) and reports its peak RSS. A `self:` method compresses with the API's `self_calibration`,
+an `auto:` one through optimum-intel's `dataset="auto"` (its time includes loading the model): both write their
+calibration text inside the timed call. Printed: median seconds, ms per million weights, time ratio to RTN, peak
+RSS and its ratio. `--config` (mode:group), INT4_ASYM g64 by default. Generation speed of the compressed models
+is measured by `benchmarks.perplexity` (tokens/s, first token).
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import openvino as ov
 from openvino import opset13 as opset
+
+from benchmarks.methods import method as benchmark_method
+from nncf_hqq.calibration.parameters import SelfCalibrationParameters
+from nncf_hqq.calibration.parameters import bos_token_id
 
 DEFAULT_METHODS = ("rtn", "hqq-default", "hqq-f16zp", "hqq-offset")
 
@@ -65,9 +73,43 @@ def child(ir: str, method_name: str, config: str) -> None:
     )
     del model
     mode, group_size = config.split(":")
-    _, seconds = compress_model(Path(ir), method(method_name), mode, int(group_size), all_layers=True)
+    run_method = method(method_name)
+    if run_method.calibration == "auto":
+        seconds = optimum_auto_seconds(Path(ir), run_method, mode, int(group_size))
+    else:
+        if run_method.calibration == "self":  # the API's self-calibration: the text is written inside, timed
+            params = SelfCalibrationParameters(
+                bos_token_id=bos_token_id(Path(ir).parent), **dict(run_method.self_params)
+            )
+            run_method = dataclasses.replace(
+                run_method, kwargs={**run_method.kwargs, "self_calibration": params}, data_aware=False
+            )
+        _, seconds = compress_model(Path(ir), run_method, mode, int(group_size), all_layers=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "peak_rss_mib": peak, "num_weights": num_weights}))
+
+
+def optimum_auto_seconds(ir: Path, run_method, mode: str, group_size: int) -> float:
+    """
+    Seconds of optimum-intel's weight compression of the model directory with `dataset="auto"` (it has the model
+    write its calibration text, then runs NNCF's AWQ and scale estimation; with `hqq` in the method, nncf-hqq's
+    `hqq=True` through the opt-in), the model's loading included.
+    """
+    from optimum.intel import OVModelForCausalLM
+    from optimum.intel import OVWeightQuantizationConfig
+
+    import nncf_hqq
+
+    extra = {"hqq": True} if run_method.kwargs.get("hqq") else {}
+    config = OVWeightQuantizationConfig(
+        bits=4, sym=mode == "int4_sym", group_size=group_size, ratio=1.0, all_layers=True, dataset="auto",
+        awq=run_method.kwargs.get("awq", False), scale_estimation=run_method.kwargs.get("scale_estimation", False),
+        tokenizer=str(ir.parent), **extra,
+    )  # fmt: skip
+    start = time.perf_counter()
+    with nncf_hqq.hqq_enabled():
+        OVModelForCausalLM.from_pretrained(ir.parent, quantization_config=config, compile=False)
+    return time.perf_counter() - start
 
 
 def _cpu() -> str:
@@ -139,7 +181,9 @@ def main() -> None:
         ir = irs[name]()
         methods = ["rtn"] + [m for m in args.methods if m != "rtn"]
         runs = {m: [] for m in methods}
-        for method in methods:  # warm-up, not counted: the OS file cache, and numba compiles HQQ's solver once
+        # warm-up, not counted: the OS file cache, and numba compiles HQQ's solver once (the data-aware methods,
+        # minutes each, run after the data-free ones' warm-up)
+        for method in [m for m in methods if not benchmark_method(m).data_aware]:
             warm_up = measure(ir, method, args.config)
             print(f"{name} {method} warm-up: {warm_up['seconds']:.2f} s", flush=True)
         for _ in range(args.runs):

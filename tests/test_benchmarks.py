@@ -424,3 +424,29 @@ def test_floor_fails_where_kl_or_the_own_domain_nll_is_worse_than_rtn_beyond_the
     assert floor_holds(cells, 2.0)  # NLL is judged on the model's own domain (code) only
     worse_code_kl = row("m", "code", [v - 0.1 for v in rtn], [0.60, 0.71, 0.64, 0.61])
     assert not floor_holds(llm_cells([*base, worse_code_kl], "m"), 2.0)
+
+
+def test_gram_experiment_never_ends_worse_than_its_start_in_the_output_error_it_minimises():
+    from nncf.tensor import Tensor
+
+    from benchmarks.gram_experiment import data_aware_solution
+    from nncf_hqq._nncf import CompressedWeight
+
+    rng = np.random.default_rng(0)
+    out, n_in, group = 32, 128, 64
+    weight = (rng.standard_normal((out, n_in)) * 0.02).astype(np.float32)
+    x = rng.standard_normal((512, n_in)) * np.exp(rng.standard_normal(n_in))  # channels of unequal magnitude
+    gram = x.T @ x
+    grouped = weight.reshape(out, n_in // group, group)
+    lo, hi = np.minimum(grouped.min(-1, keepdims=True), 0), np.maximum(grouped.max(-1, keepdims=True), 0)
+    scale = ((hi - lo) / 15).astype(np.float32)
+    zero_point = np.clip(np.rint(-lo / scale), 0, 15).astype(np.int32)  # RTN's parameters as the start
+    solved = data_aware_solution(weight, gram, group, CompressedWeight(None, Tensor(scale), Tensor(zero_point)), 2)
+
+    def output_error(s, z):
+        codes = np.clip(np.rint(grouped / s + z), 0, 15)
+        return np.linalg.norm(x @ (grouped - s * (codes - z)).reshape(out, n_in).T)
+
+    s, z = solved.scale.data, solved.zero_point.data
+    np.testing.assert_array_equal(solved.tensor.data, np.clip(np.rint(grouped / s + z), 0, 15))  # the codes of (s, z)
+    assert output_error(s, z) < 0.95 * output_error(scale, zero_point)
