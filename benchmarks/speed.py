@@ -74,6 +74,8 @@ def child(ir: str, method_name: str, config: str) -> None:
     del model
     mode, group_size = config.split(":")
     run_method = method(method_name)
+    if run_method.experiment is not None:
+        raise SystemExit(f"{method_name}: the speed benchmark does not time experiments")
     if run_method.calibration == "auto":
         seconds = optimum_auto_seconds(Path(ir), run_method, mode, int(group_size))
     else:
