@@ -38,7 +38,7 @@ def _weight_constant(node: ov.Node) -> ov.Node | None:
 
 def collect_grams(model: ov.Model, dataset: nncf.Dataset) -> dict[str, np.ndarray]:
     """Per weight constant (friendly name) of a MatMul x W^T: the Gram matrix of x over every token, float64."""
-    by_output, users = {}, {}
+    users = {}  # (producer's name, output index) of each MatMul input -> the weight constants it multiplies
     for op in model.get_ordered_ops():
         if op.get_type_name() != "MatMul" or not op.get_attributes().get("transpose_b", False):
             continue
@@ -47,10 +47,8 @@ def collect_grams(model: ov.Model, dataset: nncf.Dataset) -> dict[str, np.ndarra
             continue
         activation = op.input_value(0)
         key = (activation.get_node().get_friendly_name(), activation.get_index())
-        if key not in by_output:
-            by_output[key] = activation
         users.setdefault(key, []).append(constant.get_friendly_name())
-    keys = list(by_output)
+    keys = list(users)
     probe = model.clone()
     # the clone's nodes are distinct: find each activation again by its producer's name and output index
     named = {op.get_friendly_name(): op for op in probe.get_ordered_ops()}

@@ -63,7 +63,6 @@ def child(ir: str, method_name: str, config: str) -> None:
     """Runs in a fresh process: compress `ir` with `method_name` in `config` ("mode:group"), print {seconds,
     peak_rss_mib, num_weights}."""
     from benchmarks.methods import compress_model
-    from benchmarks.methods import method
 
     model = ov.Core().read_model(ir)
     num_weights = sum(
@@ -73,7 +72,7 @@ def child(ir: str, method_name: str, config: str) -> None:
     )
     del model
     mode, group_size = config.split(":")
-    run_method = method(method_name)
+    run_method = benchmark_method(method_name)
     if run_method.experiment is not None:
         raise SystemExit(f"{method_name}: the speed benchmark does not time experiments")
     if run_method.calibration == "auto":
