@@ -112,6 +112,8 @@ def _resolve_settings(model: TModel, arguments: dict[str, Any]) -> SessionSettin
         )
     rt_info = {"enabled": True, **{k: _rt_value(v) for k, v in dataclasses.asdict(hqq_params).items()}}
     rt_info.update(equalization=equalization_params.method.value, equalization_alpha=equalization_params.alpha)
+    if equalization_params.method == EqualizationMethod.AUTO:
+        rt_info.update(equalization_prior_exponent=equalization_params.prior_exponent)
     self_calibration = getattr(advanced_parameters, "self_calibration", None)
     if self_calibration is not None:
         _check_self_calibration(self_calibration, arguments["dataset"], mode)

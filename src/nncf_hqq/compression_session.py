@@ -110,7 +110,9 @@ class CompressionSession:
         for site in sites:
             config = site.config
             if config is not None and config.is_integer and site.axis is not None:
-                configs[site.constant_name] = WeightConfig(config.group_size, config.num_bits, site.axis)
+                configs[site.constant_name] = WeightConfig(
+                    config.group_size, config.num_bits, site.axis, not config.is_asym_mode
+                )
         plan = self.settings.equalization.plan(model, configs, read_constant)
         self.equalization_plan = plan
         if not materialize:
@@ -194,8 +196,16 @@ class CompressionSession:
         self.journal.undo()
 
     def summary(self) -> dict[str, Any]:
-        """What the session decided besides `settings.rt_info`: the numbers of groups equalized and skipped."""
+        """
+        What the session decided besides `settings.rt_info`: the numbers of groups equalized and skipped, and with
+        `EqualizationMethod.AUTO` how many groups kept each candidate (`equalization_chosen_<candidate>`).
+        """
         plan = self.equalization_plan
         if plan is None:
             return {}
-        return {"equalized_groups": len(plan.equalized), "equalization_skipped_groups": len(plan.skipped)}
+        chosen = list(plan.chosen.values())
+        return {
+            "equalized_groups": len(plan.equalized),
+            "equalization_skipped_groups": len(plan.skipped),
+            **{f"equalization_chosen_{name}": chosen.count(name) for name in dict.fromkeys(chosen)},
+        }

@@ -5,7 +5,9 @@ they are stored (numpy takes several, through float32 copies):
 - `scale_float16_rows_columns`: a float16 weight times its equalization factors, rounded back to float16, with
   the same float32 products in the same order and the same rounding as numpy (to nearest, ties to even);
 - `weighted_abs_sums`: the sums of |W| along one axis weighted by factors on that axis, the statistic of
-  power scales.
+  power scales;
+- `rtn_output_errors`: a weight's round-to-nearest error under candidate scale vectors, weighted per input channel
+  (the per-group choice's criterion; this one reads float32 weights).
 """
 
 from nncf_hqq._numba import FASTMATH as _FASTMATH  # isort: skip (numba's settings first)
@@ -81,3 +83,55 @@ def weighted_abs_sums(values, factors, down_columns):
         for j in range(columns):
             sums[j] += partial[task, j]
     return sums
+
+
+@numba.njit(parallel=True, fastmath=_FASTMATH, error_model="numpy", cache=True)
+def rtn_output_errors(weight, channel_map, candidates, prior, group_size, symmetric):
+    """
+    For each candidate c (a row of `candidates`, float32 [C, channels]), float64 [C]:
+
+        err(c) = sum_ij prior_k (W_ij - c_k Q(W_ij / c_k))^2,   k = channel_map[j],
+
+    Q being NNCF's 4-bit round-to-nearest per group of `group_size` columns: asymmetric (the range with 0 in it
+    over 15 steps, an integer zero point) or, with `symmetric`, the signed scale that maps the group's largest
+    magnitude to -8, codes in [-8, 7]. `weight` float32 [rows, in] (input channels last), `channel_map` int64 [in],
+    `prior` float32 [channels]. Summed per row, then over rows in a fixed order.
+    """
+    rows, columns = weight.shape
+    num_candidates = candidates.shape[0]
+    groups = columns // group_size
+    totals = np.zeros((rows, num_candidates), np.float64)
+    for i in numba.prange(rows):
+        u = np.empty(group_size, np.float32)
+        for candidate in range(num_candidates):
+            total = 0.0
+            for g in range(groups):
+                low, high, extreme = np.float32(0.0), np.float32(0.0), np.float32(0.0)
+                for t in range(group_size):
+                    j = g * group_size + t
+                    u[t] = weight[i, j] / candidates[candidate, channel_map[j]]
+                    low = min(low, u[t])
+                    high = max(high, u[t])
+                    if abs(u[t]) > abs(extreme):
+                        extreme = u[t]
+                if symmetric:
+                    step = extreme / np.float32(-8.0)
+                    zero_point = np.float32(0.0)
+                    lowest, highest = np.float32(-8.0), np.float32(7.0)
+                else:
+                    step = (high - low) / np.float32(15.0)
+                    lowest, highest = np.float32(0.0), np.float32(15.0)
+                    zero_point = min(max(-np.rint(low / step), lowest), highest) if step != 0 else np.float32(0.0)
+                if step == 0:
+                    continue  # an all-zero group quantizes exactly
+                for t in range(group_size):
+                    k = channel_map[g * group_size + t]
+                    code = min(max(np.rint(u[t] / step + zero_point), lowest), highest)
+                    error = (u[t] - (code - zero_point) * step) * candidates[candidate, k]
+                    total += prior[k] * error * error
+            totals[i, candidate] = total
+    result = np.zeros(num_candidates, np.float64)
+    for i in range(rows):
+        for candidate in range(num_candidates):
+            result[candidate] += totals[i, candidate]
+    return result

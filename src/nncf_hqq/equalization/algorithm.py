@@ -40,14 +40,17 @@ class EqualizationRule:
     """
     How scales are chosen.
 
-    :param method: POWER (c = mean |W|^alpha over the group's rows) or SINKHORN (balanced row and column
-        deviations per tile of `group_size` columns); the string values are accepted.
+    :param method: POWER (c = mean |W|^alpha over the group's rows), SINKHORN (balanced row and column
+        deviations per tile of `group_size` columns) or AUTO (per group the least estimated output error of
+        SINKHORN, POWER and no scaling); the string values are accepted.
     :param alpha: The exponent of POWER.
+    :param prior_exponent: AUTO's beta: E[x_k^2] taken as (mean_i |W_ik|)^(-2 beta).
     :param producers: The producer kinds whose groups are equalized.
     """
 
     method: EqualizationMethod = EqualizationMethod.POWER
     alpha: float = 0.5
+    prior_exponent: float = 1.0
     producers: tuple[ProducerKind, ...] = (ProducerKind.NORM, ProducerKind.GATED, ProducerKind.ATTENTION)
 
     def __post_init__(self) -> None:
@@ -60,7 +63,7 @@ class EqualizationRule:
         """The rule `params` ask for, None for `EqualizationMethod.NONE`."""
         if params.method == EqualizationMethod.NONE:
             return None
-        return cls(params.method, params.alpha)
+        return cls(params.method, params.alpha, params.prior_exponent)
 
 
 @dataclass
@@ -73,6 +76,7 @@ class EqualizationPlan:
     factors: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
     equalized: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # group name -> reason
+    chosen: dict[str, str] = field(default_factory=dict)  # AUTO: group name -> the candidate kept
 
     def multiply(self, name: str, axis: int, vector: np.ndarray) -> None:
         axes = self.factors.setdefault(name, {})
@@ -144,6 +148,7 @@ class WeightConfig(NamedTuple):
     group_size: int  # -1: per channel
     num_bits: int
     axis: int  # the grouped (reduction) axis of the constant, non-negative
+    symmetric: bool = False
 
 
 WeightConfigs = dict[str, WeightConfig]  # by weight constant name; the weights NNCF compresses to integers only
@@ -179,12 +184,16 @@ class Equalization:
             mean_abs = None
             if self._rule.method == EqualizationMethod.POWER:  # one pass over each weight, as stored
                 mean_abs = _mean_abs_by_channel(plan, group, read)
+            config = weight_configs[group.consumers[0].node.get_friendly_name()]
             if mean_abs is not None:
                 c = power_scales_of_means(Tensor(mean_abs), self._rule.alpha).as_numpy_tensor().data
+            elif self._rule.method == EqualizationMethod.AUTO:
+                c = self._chosen_scales(plan, group, read, config)
             else:
                 weights, maps = self._weights_as_rows(plan, group, read)
-                group_size = weight_configs[group.consumers[0].node.get_friendly_name()].group_size
-                c = self.scales(weights, maps, group, group_size)
+                c = self.scales(weights, maps, group, config.group_size)
+            if c is None:
+                continue  # AUTO kept the weights as they are
             if not np.all(np.isfinite(c)):
                 plan.skipped[group.name] = "non-finite weights"
                 continue
@@ -193,15 +202,51 @@ class Equalization:
             self._log(plan, count_linears(model) - sum(len(g.consumers) for g in groups))
         return plan
 
+    def _chosen_scales(
+        self, plan: EqualizationPlan, group: ScaleGroup, read, config: WeightConfig
+    ) -> np.ndarray | None:
+        """
+        AUTO: the candidate (SINKHORN, POWER, none) of least estimated round-to-nearest output error (recorded in
+        `plan.chosen`); None for none.
+        """
+        from nncf_hqq.equalization._kernel import rtn_output_errors  # numba, loaded on first use
+
+        weights, maps = self._weights_as_rows(plan, group, read)
+        columns = columns_by_channel(weights, maps, group.num_channels)
+        names = (EqualizationMethod.SINKHORN, EqualizationMethod.POWER, EqualizationMethod.NONE)
+        candidates = np.stack([
+            sinkhorn_scales(columns, config.group_size).as_numpy_tensor().data,
+            power_scales(columns, self._rule.alpha).as_numpy_tensor().data,
+            np.ones(group.num_channels, np.float32),
+        ]).astype(np.float32)  # fmt: skip
+        prior = activation_prior(columns.as_numpy_tensor().data, self._rule.prior_exponent)
+        errors = np.zeros(len(names))
+        for weight, channel_map in zip(weights, maps, strict=True):
+            w = weight.as_numpy_tensor().data
+            mapping = np.arange(w.shape[1]) if channel_map is None else channel_map.astype(np.int64)
+            with signals_deferred():  # a KeyboardInterrupt inside a compiled kernel can crash the process
+                errors += rtn_output_errors(w, mapping, candidates, prior, config.group_size, config.symmetric)
+        if not np.all(np.isfinite(errors)):
+            return candidates[0]  # non-finite weights: skipped by the caller
+        best = int(np.argmin(errors))  # ties: the earlier candidate
+        plan.chosen[group.name] = names[best].value
+        return None if names[best] == EqualizationMethod.NONE else candidates[best]
+
     def _log(self, plan: EqualizationPlan, unmatched: int) -> None:
         reasons: dict[str, int] = {}
         for reason in plan.skipped.values():
             reasons[reason] = reasons.get(reason, 0) + 1
         skipped = "; ".join(f"{count}: {reason}" for reason, count in reasons.items())
+        choices = ""
+        if plan.chosen:
+            chosen = list(plan.chosen.values())
+            counts = ", ".join(f"{name}: {chosen.count(name)}" for name in dict.fromkeys(chosen) if name != "none")
+            choices = f" ({counts}; {chosen.count('none')} kept as they are, their estimated error the least)"
         nncf_logger.info(
             f"Equalization ({self._rule.method.value}): {len(plan.equalized)} groups of MatMuls sharing an input "
-            f"equalized, {len(plan.skipped)} skipped{f' ({skipped})' if skipped else ''}; {unmatched} MatMuls left "
-            "alone (their input's producer is not a norm, a gated product or an attention, or it feeds other ops)."
+            f"equalized{choices}, {len(plan.skipped)} skipped{f' ({skipped})' if skipped else ''}; {unmatched} "
+            "MatMuls left alone (their input's producer is not a norm, a gated product or an attention, or it feeds "
+            "other ops)."
         )
 
     def scales(self, weights: list[Tensor], maps: list, group: ScaleGroup, group_size: int) -> np.ndarray:
@@ -236,6 +281,16 @@ class Equalization:
             weights.append(Tensor(np.ascontiguousarray(np.moveaxis(value, consumer.axis, -1))))
             maps.append(consumer.channel_map)
         return weights, maps
+
+
+def activation_prior(columns: np.ndarray, beta: float) -> np.ndarray:
+    """
+    The data-free stand-in for the second moments of a group's input channels, a_k^2 = (mean_i |W_ik|)^(-2 beta)
+    over the group's rows (`columns` [rows, channels]), divided by its mean: float32 [channels].
+    """
+    mean_abs = np.maximum(np.abs(columns).mean(axis=0, dtype=np.float64), 1e-12)
+    prior = mean_abs ** (-2.0 * beta)
+    return (prior / prior.mean()).astype(np.float32)
 
 
 def _mean_abs_by_channel(plan: EqualizationPlan, group: ScaleGroup, read) -> np.ndarray | None:

@@ -18,12 +18,16 @@ class EqualizationMethod(Enum):
     :param NONE: No equalization.
     :param POWER: c_k = (mean over the rows of |W_ik|)^alpha, alpha = `AdvancedEqualizationParameters.alpha`.
     :param SINKHORN: c balancing the standard deviations of the rows and columns of each group of columns
-        (Sinkhorn-Knopp, as SINQ).
+        (Sinkhorn-Knopp, as SINQ's foldable pre-SINQ).
+    :param AUTO: Per group, the one of SINKHORN, POWER and no scaling whose round-to-nearest output error is least
+        estimated without data, sum_ij a_k^2 (W_ij - c_k Q(W_ij / c_k))^2 with the activations' second moments
+        a_k^2 taken as (mean_i |W_ik|)^(-2 beta) (`AdvancedEqualizationParameters.prior_exponent`).
     """
 
     NONE = "none"
     POWER = "power"
     SINKHORN = "sinkhorn"
+    AUTO = "auto"
 
 
 @dataclass
@@ -36,10 +40,13 @@ class AdvancedEqualizationParameters:
         removed the most of RTN's KL divergence or embedding error over five models without raising it beyond
         1 SE on any (it raises Qwen2.5-Coder-0.5B's perplexity; benchmarks/RESULTS.md).
     :param alpha: The exponent of `EqualizationMethod.POWER`, in (0, 1].
+    :param prior_exponent: beta of `EqualizationMethod.AUTO`'s activation prior, E[x_k^2] ~ (mean_i |W_ik|)^(-2 beta)
+        (channels whose weights are small carry large activations; 0: the plain weight error), in [0, 4].
     """
 
     method: EqualizationMethod = EqualizationMethod.POWER
     alpha: float = 0.5
+    prior_exponent: float = 1.0
 
     def __post_init__(self) -> None:
         self.method = enum_from_string(self.method, EqualizationMethod)  # "power" as well as the member
@@ -48,3 +55,7 @@ class AdvancedEqualizationParameters:
         """Raises nncf.ValidationError naming the first invalid field and what to change."""
         check_enum("AdvancedEqualizationParameters.method", self.method, EqualizationMethod)
         check_real("AdvancedEqualizationParameters.alpha", self.alpha, "a number in (0, 1]", lambda x: 0.0 < x <= 1.0)
+        check_real(
+            "AdvancedEqualizationParameters.prior_exponent", self.prior_exponent, "a number in [0, 4]",
+            lambda x: 0.0 <= x <= 4.0,
+        )  # fmt: skip

@@ -146,7 +146,7 @@ def _logits(model: ov.Model) -> np.ndarray:
     return request.infer(inputs)[0].copy()
 
 
-@pytest.mark.parametrize("method", ["power", "sinkhorn"])
+@pytest.mark.parametrize("method", ["power", "sinkhorn", "auto"])
 def test_equalization_alone_keeps_the_float_model_output(small_lm, method):
     _, ir = small_lm
     model = ov.Core().read_model(ir)
@@ -155,7 +155,8 @@ def test_equalization_alone_keeps_the_float_model_output(small_lm, method):
     kinds = [g.kind for g in find_scale_groups(ov.Core().read_model(ir))]
     assert kinds.count(ProducerKind.ATTENTION) == LAYERS and kinds.count(ProducerKind.GATED) == LAYERS
     assert kinds.count(ProducerKind.NORM) >= 2 * LAYERS  # q/k/v and gate/up (and an untied lm_head)
-    assert len(plan.equalized) == len(kinds) and not plan.skipped
+    kept = list(plan.chosen.values()).count("none")  # auto leaves some groups as they are
+    assert len(plan.equalized) + kept == len(kinds) and not plan.skipped and len(plan.equalized) > 0
     assert any(np.any(np.abs(np.log(v)) > 0.05) for axes in plan.factors.values() for v in axes.values())
     got = _logits(model)
     np.testing.assert_allclose(got, reference, rtol=0, atol=2e-4 * np.abs(reference).max())
@@ -187,13 +188,78 @@ def test_power_scales_from_one_pass_over_the_weights_are_those_of_their_columns(
 def test_scales_are_normalised_bounded_and_balance_the_weights():
     rng = np.random.default_rng(0)
     columns = rng.standard_normal((256, 128)).astype(np.float32) * np.exp(rng.standard_normal(128) * 2)
-    for c in (power_scales(Tensor(columns), 0.5), sinkhorn_scales(Tensor(columns), 64)):
-        c = c.data
-        assert np.isclose(np.exp(np.mean(np.log(np.clip(c, 1 / MAX_SCALE, MAX_SCALE)))), 1.0, atol=0.05)
+    power, sinkhorn = power_scales(Tensor(columns), 0.5).data, sinkhorn_scales(Tensor(columns), 64).data
+    assert np.isclose(np.exp(np.mean(np.log(np.clip(power, 1 / MAX_SCALE, MAX_SCALE)))), 1.0, atol=0.05)
+    assert np.isclose(np.median(sinkhorn), 1.0)  # SINQ's normalisation
+    for c in (power, sinkhorn):
         assert c.min() >= 1 / MAX_SCALE and c.max() <= MAX_SCALE
         before = columns.std(axis=0)
         after = (columns / c).std(axis=0)
         assert after.max() / after.min() < before.max() / before.min()
+
+
+def _tile_imbalance(matrix: np.ndarray, group: int) -> np.ndarray:
+    """Per tile of `group` columns: max / min of the row and column deviations after the best row scaling."""
+    tiles = matrix.reshape(matrix.shape[0], -1, group).transpose(1, 0, 2)
+    tiles = tiles / tiles.std(axis=2, keepdims=True)  # rows do not change a grouped quantization: balance them
+    cols = tiles.std(axis=1)
+    return cols.max(axis=1) / cols.min(axis=1)
+
+
+def test_sinkhorn_lowers_the_imbalance_it_targets_as_sinqs_reference_rule_does():
+    from benchmarks.presinq import presinq_scales  # the reference rule, written apart from the library's
+
+    rng = np.random.default_rng(3)
+    # planted: columns and rows of very unequal spread, as in trained weights
+    columns = (
+        rng.standard_normal((192, 256))
+        * 0.02
+        * np.exp(rng.standard_normal(256))
+        * np.exp(0.5 * rng.standard_normal((192, 1)))
+    )
+    columns = columns.astype(np.float32)
+    c = sinkhorn_scales(Tensor(columns), 64).data
+    before, after = _tile_imbalance(columns, 64), _tile_imbalance(columns / c, 64)
+    assert np.all(after < 0.5 * before), (before, after)
+    np.testing.assert_allclose(c, presinq_scales(columns, 64), rtol=0.01)  # Bessel's correction apart
+    assert np.isclose(np.median(c), 1.0)
+
+
+def test_rtn_output_error_kernel_equals_a_numpy_round_to_nearest():
+    from benchmarks.experiments.equalization_criterion import rtn_error
+    from nncf_hqq.equalization._kernel import rtn_output_errors
+
+    rng = np.random.default_rng(4)
+    weight = (rng.standard_normal((48, 192)) * 0.02).astype(np.float32)
+    candidates = np.exp(0.4 * rng.standard_normal((3, 96))).astype(np.float32)
+    channel_map = np.tile(np.arange(96), 2)  # two columns read each channel (grouped-query attention's o_proj)
+    prior = np.exp(rng.standard_normal(96)).astype(np.float32)
+    for symmetric in (False, True):
+        got = rtn_output_errors(weight, channel_map, candidates, prior, 64, symmetric)
+        expected = [rtn_error(weight, c[channel_map], prior[channel_map], 64, symmetric) for c in candidates]
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_auto_keeps_per_group_the_candidate_of_least_estimated_error(small_lm, monkeypatch):
+    from nncf_hqq.equalization import _kernel
+
+    _, ir = small_lm
+    errors = []
+    kernel = _kernel.rtn_output_errors
+    monkeypatch.setattr(_kernel, "rtn_output_errors", lambda *args: errors.append(kernel(*args)) or errors[-1])
+    plan = fold_equalization(ov.Core().read_model(ir), EqualizationRule("auto"), group_size=32)
+    groups = find_scale_groups(ov.Core().read_model(ir))
+    assert set(plan.chosen) == {g.name for g in groups}
+    # the consumers' errors add up per group, in the plan's order (sinkhorn, power, none)
+    totals, index = [], 0
+    for group in sorted(groups, key=lambda g: g.kind == ProducerKind.NORM):
+        totals.append(sum(errors[index : index + len(group.consumers)]))
+        index += len(group.consumers)
+    assert index == len(errors)
+    picks = [("sinkhorn", "power", "none")[int(np.argmin(t))] for t in totals]
+    ordered = sorted(groups, key=lambda g: g.kind == ProducerKind.NORM)
+    assert picks == [plan.chosen[g.name] for g in ordered]
+    assert {name for name in plan.chosen if plan.chosen[name] != "none"} == set(plan.equalized)
 
 
 def _compress(ir: Path | ov.Model, **kwargs) -> ov.Model:
