@@ -77,6 +77,10 @@ def _errors(weights, maps, cs, activation, group_size: int, num_bits: int) -> np
 
 
 def plan(model: ov.Model, spec: str, group_size: int, num_bits: int = 4) -> EqualizationPlan:
+    if spec.startswith("presinq"):  # SINQ's reference rule (benchmarks.presinq); "presinq@attention": with v -> o
+        from benchmarks import presinq
+
+        return presinq.plan(model, group_size, with_attention=spec.endswith("@attention"))
     guard = None
     if "|" in spec:
         spec, guard = spec.split("|")

@@ -139,6 +139,23 @@ METHODS = [
     # optimum-intel's dataset="auto": its 128 self-written texts of 32 tokens, NNCF's AWQ + scale estimation
     Method("auto:awq+se", {"awq": True, "scale_estimation": True}, data_aware=True, calibration="auto"),
     Method("auto:awq+se+hqq-default", {"awq": True, "scale_estimation": True, "hqq": True}, True, calibration="auto"),
+    # SINQ's foldable balance as its reference code runs it (benchmarks.presinq), then RTN or the default's HQQ
+    Method("presinq+rtn", equalize="presinq"),
+    Method(
+        "presinq+hqq-default",
+        {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="none")},
+        equalize="presinq",
+    ),
+    # the default's HQQ with the library's Sinkhorn balance (SINQ's rule) instead of power
+    Method("hqq-sinkhorn", {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="sinkhorn")}),
+    # per group the least estimated RTN output error of Sinkhorn, power and none (prior exponent beta)
+    *[
+        Method(
+            f"hqq-auto-b{beta}",
+            {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="auto", prior_exponent=beta)},
+        )
+        for beta in (0.0, 1.0)
+    ],
     # equalization experiments
     *[
         Method(f"eq-{spec}+rtn", equalize=spec)

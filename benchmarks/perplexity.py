@@ -419,7 +419,8 @@ def run_and_score(
         rows.append({
             "model": model_name, "reference": reference, "text": text.name, "mode": mode,
             "group_size": group_size, "method": run_method.name, "precision": args.precision,
-            "layout": args.windows, "ppl": float(np.exp(np.mean(scores["window_nll"]))), **scores,
+            "layout": args.windows, "delattice_seed": args.delattice_seed if reference == "delatticed" else None,
+            "ppl": float(np.exp(np.mean(scores["window_nll"]))), **scores,
             "compress_seconds": seconds, "size_bytes": model_size(model_dir), "tokens": int(text.windows.size),
             "calibration_seconds": calibration.seconds(run_method) if run_method.data_aware else None,
         })  # fmt: skip

@@ -426,6 +426,26 @@ def test_floor_fails_where_kl_or_the_own_domain_nll_is_worse_than_rtn_beyond_the
     assert not floor_holds(llm_cells([*base, worse_code_kl], "m"), 2.0)
 
 
+def test_floor_asks_for_a_replication_and_fails_a_cell_worse_twice_or_beyond_three_se_once():
+    from benchmarks.floor import cell_verdict
+    from benchmarks.floor import floor_holds
+
+    def run(worse_se: float, windows: tuple, nll_se: float = 0.0) -> dict:
+        return {"model": "m", "reference": "delatticed", "text": "code", "mode": "int4_sym", "group_size": 128,
+                "worse_kl": worse_se, "nll": nll_se * 0.01, "nll_se": 0.01, "own_domain": True,
+                "windows": windows}  # fmt: skip
+
+    first, second = ("spread", 0, 32), ("consecutive", 1, 32)
+    assert cell_verdict([run(1.5, first)]) == "holds"
+    assert cell_verdict([run(2.5, first)]) == "re-measure"
+    assert not floor_holds([run(2.5, first)], 2.0)  # not judged holding until measured again
+    assert cell_verdict([run(2.5, first), run(0.5, second)]) == "holds"  # a false alarm, not replicated
+    assert cell_verdict([run(2.5, first), run(2.1, second)]) == "FAILS"
+    assert cell_verdict([run(0.0, first, nll_se=2.2), run(0.0, second, nll_se=2.4)]) == "FAILS"  # NLL on own domain
+    assert cell_verdict([run(3.2, first), run(-1.0, second)]) == "FAILS"  # beyond 3 SE in one run
+    assert cell_verdict([run(2.5, first), run(2.5, first)]) == "re-measure"  # the same windows are one run
+
+
 def test_gram_experiment_never_ends_worse_than_its_start_in_the_output_error_it_minimises():
     from nncf.tensor import Tensor
 
