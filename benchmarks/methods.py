@@ -146,6 +146,13 @@ METHODS = [
         {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="none")},
         equalize="presinq",
     ),
+    # experiment: per group Sinkhorn, power or none, by the RTN output error weighted by the second moments of the
+    # input on random token ids (benchmarks.experiments.equalization_criterion), then the default's HQQ
+    Method(
+        "rtauto+hqq-default",
+        {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="none")},
+        equalize="rtauto",
+    ),
     # the default's HQQ with the library's Sinkhorn balance (SINQ's rule) instead of power
     Method("hqq-sinkhorn", {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="sinkhorn")}),
     # per group the least estimated RTN output error of Sinkhorn, power and none (prior exponent beta)
@@ -243,7 +250,9 @@ def compress_model(
         from benchmarks import equalization_experiments
 
         bits = 8 if mode.startswith("int8") else 4
-        equalization_experiments.fold(model, equalization_experiments.plan(model, method.equalize, group_size, bits))
+        symmetric = mode.endswith("_sym")
+        plan = equalization_experiments.plan(model, method.equalize, group_size, bits, ir_file, symmetric)
+        equalization_experiments.fold(model, plan)
     model = compress_weights(
         model,
         mode=nncf.CompressWeightsMode(mode),

@@ -150,12 +150,49 @@ def analyse(ir_file: Path, windows: np.ndarray, group_size: int, sym: bool) -> d
             mapping = np.arange(w.shape[1]) if channel_map is None else channel_map.astype(np.int64)
             g = group_size if w.shape[1] % group_size == 0 else w.shape[1]
             for key, weighting in weightings.items():
-                totals[key] += rtn_output_errors(w.astype(np.float32), mapping, candidates,
-                                                 weighting.astype(np.float32), g, sym)  # fmt: skip
+                # measured moments are per input column; priors per channel
+                columns_weights = weighting if len(weighting) == w.shape[1] else weighting[mapping]
+                totals[key] += rtn_output_errors(
+                    w.astype(np.float32), mapping, candidates, np.asarray(columns_weights, np.float32), g, sym
+                )
         scores = {name: {key: float(totals[key][i]) for key in weightings} for i, name in enumerate(CANDIDATES)}
         rows.append({"group": group.name, "kind": group.kind.value, "scores": scores})
         plan.equalize(group, cs["sinkhorn"])  # later groups see the library's order of planned factors
     return summarise(rows)
+
+
+def random_token_plan(ir_file: Path, model: ov.Model, group_size: int, symmetric: bool) -> EqualizationPlan:
+    """
+    The method `rtauto` (`benchmarks.methods`): per group in the library's order, the candidate (Sinkhorn, power,
+    none) of least RTN output error weighted by the input's second moments on 4 windows of BOS and 127 random
+    token ids (`random_windows`), measured once on the model as given.
+    """
+    groups = find_scale_groups(model)
+    moments = input_second_moments(ov.Core().read_model(ir_file), groups, random_windows(ir_file, 4, 128))
+    plan = EqualizationPlan()
+    for group in groups:
+        weights, maps = [], []
+        for consumer in group.consumers:
+            value = plan.apply(consumer.node.get_friendly_name(), consumer.node.get_data())
+            weights.append(np.ascontiguousarray(np.moveaxis(value, consumer.axis, -1), dtype=np.float32))
+            maps.append(consumer.channel_map)
+        columns = columns_by_channel([Tensor(w) for w in weights], maps, group.num_channels)
+        candidates = np.stack([
+            np.ones(group.num_channels, np.float32),
+            power_scales(columns, 0.5).data,
+            sinkhorn_scales(columns, group_size).data,
+        ]).astype(np.float32)  # fmt: skip
+        errors = np.zeros(len(candidates))
+        for w, channel_map in zip(weights, maps, strict=True):
+            mapping = np.arange(w.shape[1]) if channel_map is None else channel_map.astype(np.int64)
+            g = group_size if w.shape[1] % group_size == 0 else w.shape[1]
+            weighting = moments[group.name].astype(np.float32)
+            errors += rtn_output_errors(w, mapping, candidates, weighting, g, symmetric)
+        best = int(np.argmin(errors))
+        plan.chosen[group.name] = CANDIDATES[best]
+        if best:
+            plan.equalize(group, candidates[best])
+    return plan
 
 
 def summarise(rows: list[dict]) -> dict:

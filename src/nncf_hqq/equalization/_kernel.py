@@ -86,16 +86,17 @@ def weighted_abs_sums(values, factors, down_columns):
 
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, error_model="numpy", cache=True)
-def rtn_output_errors(weight, channel_map, candidates, prior, group_size, symmetric):
+def rtn_output_errors(weight, channel_map, candidates, column_weights, group_size, symmetric):
     """
     For each candidate c (a row of `candidates`, float32 [C, channels]), float64 [C]:
 
-        err(c) = sum_ij prior_k (W_ij - c_k Q(W_ij / c_k))^2,   k = channel_map[j],
+        err(c) = sum_ij a_j (W_ij - c_k Q(W_ij / c_k))^2,   k = channel_map[j], a = `column_weights`,
 
     Q being NNCF's 4-bit round-to-nearest per group of `group_size` columns: asymmetric (the range with 0 in it
     over 15 steps, an integer zero point) or, with `symmetric`, the signed scale that maps the group's largest
     magnitude to -8, codes in [-8, 7]. `weight` float32 [rows, in] (input channels last), `channel_map` int64 [in],
-    `prior` float32 [channels]. Summed per row, then over rows in a fixed order.
+    `column_weights` float32 [in] (the second moments of the input column j reads). Summed per row, then over rows
+    in a fixed order.
     """
     rows, columns = weight.shape
     num_candidates = candidates.shape[0]
@@ -125,10 +126,10 @@ def rtn_output_errors(weight, channel_map, candidates, prior, group_size, symmet
                 if step == 0:
                     continue  # an all-zero group quantizes exactly
                 for t in range(group_size):
-                    k = channel_map[g * group_size + t]
+                    j = g * group_size + t
                     code = min(max(np.rint(u[t] / step + zero_point), lowest), highest)
-                    error = (u[t] - (code - zero_point) * step) * candidates[candidate, k]
-                    total += prior[k] * error * error
+                    error = (u[t] - (code - zero_point) * step) * candidates[candidate, channel_map[j]]
+                    total += column_weights[j] * error * error
             totals[i, candidate] = total
     result = np.zeros(num_candidates, np.float64)
     for i in range(rows):

@@ -225,7 +225,7 @@ class Equalization:
             w = weight.as_numpy_tensor().data
             mapping = np.arange(w.shape[1]) if channel_map is None else channel_map.astype(np.int64)
             with signals_deferred():  # a KeyboardInterrupt inside a compiled kernel can crash the process
-                errors += rtn_output_errors(w, mapping, candidates, prior, config.group_size, config.symmetric)
+                errors += rtn_output_errors(w, mapping, candidates, prior[mapping], config.group_size, config.symmetric)
         if not np.all(np.isfinite(errors)):
             return candidates[0]  # non-finite weights: skipped by the caller
         best = int(np.argmin(errors))  # ties: the earlier candidate

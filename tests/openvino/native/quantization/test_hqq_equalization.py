@@ -235,7 +235,7 @@ def test_rtn_output_error_kernel_equals_a_numpy_round_to_nearest():
     channel_map = np.tile(np.arange(96), 2)  # two columns read each channel (grouped-query attention's o_proj)
     prior = np.exp(rng.standard_normal(96)).astype(np.float32)
     for symmetric in (False, True):
-        got = rtn_output_errors(weight, channel_map, candidates, prior, 64, symmetric)
+        got = rtn_output_errors(weight, channel_map, candidates, prior[channel_map], 64, symmetric)
         expected = [rtn_error(weight, c[channel_map], prior[channel_map], 64, symmetric) for c in candidates]
         np.testing.assert_allclose(got, expected, rtol=1e-5)
 
