@@ -119,10 +119,15 @@ def test_backup_modes_keep_the_backup_layers_as_nncf_does_with_hqq_parameters(ba
 
 
 def test_ignored_scope_is_respected():
-    model = _mlp(ignored_scope=nncf.IgnoredScope(names=["down_matmul"]), hqq=True)
+    ignored = nncf.IgnoredScope(names=["down_matmul"])
+    model = _mlp(ignored_scope=ignored, hqq=True)
     types = constant_types(model)
     assert types["down"] == ov.Type.f32
     assert types["up"] == ov.Type.u4
+    # the ignored weight is left exactly as given (not equalized either), the others are HQQ's, not RTN's
+    np.testing.assert_array_equal(constants(model)["down"], bert_mlp_weights()[2])
+    rtn = _mlp(ignored_scope=ignored)
+    assert not np.array_equal(constants(model)["up/scale"], constants(rtn)["up/scale"])
 
 
 def test_data_aware_mixed_precision_uses_the_given_sensitivity_metric():
