@@ -7,8 +7,12 @@ from typing import Any
 from typing import TypeVar
 
 import nncf
+from nncf import BackupMode
+from nncf import CompressionFormat
 from nncf import CompressWeightsMode
 from nncf import Dataset
+from nncf import IgnoredScope
+from nncf import SensitivityMetric
 from nncf.common.logging import nncf_logger
 
 from nncf_hqq._nncf import is_openvino_model
@@ -36,18 +40,29 @@ TModel = TypeVar("TModel")
 SYMMETRIC_MODES = (CompressWeightsMode.INT4_SYM, CompressWeightsMode.INT8_SYM)
 
 
-def _with_hqq_parameter(function):
-    """Shows `function`'s signature as `nncf.compress_weights`' plus the keyword-only `hqq` (for help and IDEs)."""
-    nncf_signature = inspect.signature(nncf_compress_weights)
-    hqq = inspect.Parameter("hqq", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=bool | None)
-    function.__signature__ = nncf_signature.replace(parameters=[*nncf_signature.parameters.values(), hqq])
-    return function
-
-
-@_with_hqq_parameter
-def compress_weights(model: TModel, *, hqq: bool | None = None, **kwargs: Any) -> TModel:
+def compress_weights(
+    model: TModel,
+    *,
+    mode: CompressWeightsMode = CompressWeightsMode.INT8_ASYM,
+    ratio: float | None = None,
+    group_size: int | None = None,
+    ignored_scope: IgnoredScope | None = None,
+    all_layers: bool | None = None,
+    dataset: Dataset | None = None,
+    sensitivity_metric: SensitivityMetric | None = None,
+    subset_size: int = 128,
+    awq: bool | None = None,
+    scale_estimation: bool | None = None,
+    gptq: bool | None = None,
+    lora_correction: bool | None = None,
+    backup_mode: BackupMode | None = None,
+    compression_format: CompressionFormat = CompressionFormat.DQ,
+    advanced_parameters: nncf.AdvancedCompressionParameters | None = None,
+    hqq: bool | None = None,
+) -> TModel:
     """
-    `nncf.compress_weights` with HQQ: NNCF's parameters, forwarded as given (with NNCF's defaults), plus `hqq`.
+    `nncf.compress_weights` with HQQ: NNCF's parameters (written out here with NNCF 3.4's defaults, which a test
+    pins to `nncf.compress_weights`' own) forwarded as given, plus `hqq`.
 
     With `hqq` true, the scales and zero points of the integer-compressed weights (INT4/INT8, symmetric or
     asymmetric, primary and backup precision) are computed by HQQ's solver instead of round-to-nearest; the
@@ -62,7 +77,8 @@ def compress_weights(model: TModel, *, hqq: bool | None = None, **kwargs: Any) -
     :param hqq: Whether to compute quantization parameters with HQQ. Only OpenVINO models are supported.
     :return: The model with compressed weights (the input `ov.Model` object, transformed in place, as in NNCF).
     """
-    return compress_weights_and_plan(model, hqq=hqq, **kwargs)[0]
+    arguments = {name: value for name, value in locals().items() if name not in ("model", "hqq")}
+    return compress_weights_and_plan(model, hqq=hqq, **arguments)[0]
 
 
 def compress_weights_and_plan(
@@ -83,7 +99,7 @@ def compress_weights_and_plan(
     return model, session.equalization_plan
 
 
-compress_weights_and_plan.__signature__ = compress_weights.__signature__.replace(
+compress_weights_and_plan.__signature__ = inspect.signature(compress_weights).replace(
     return_annotation=tuple[TModel, EqualizationPlan | None]
 )
 

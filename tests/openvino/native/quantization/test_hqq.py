@@ -266,6 +266,25 @@ def test_nncf_arguments_are_forwarded_with_nncf_defaults_and_unknown_ones_refuse
         compress_weights(model, mode=INT4_ASYM, hqq=True, no_such_option=1)
 
 
+def test_signature_is_written_out_as_nncfs_plus_hqq():
+    """What `help()`, type checkers and IDEs read: the def's own parameters (no `__signature__` laid over them)."""
+    import inspect
+
+    from nncf_hqq.compress import compress_weights_and_plan
+
+    assert "__signature__" not in vars(compress_weights)
+    ours = inspect.signature(compress_weights).parameters
+    theirs = inspect.signature(nncf.compress_weights).parameters
+    assert list(ours) == [*theirs, "hqq"]
+    for name, parameter in theirs.items():
+        mine = ours[name]
+        assert (mine.kind, mine.default, str(mine.annotation)) == (
+            parameter.kind, parameter.default, str(parameter.annotation)
+        ), name  # fmt: skip
+    assert ours["hqq"].kind == inspect.Parameter.KEYWORD_ONLY and ours["hqq"].default is None
+    assert list(inspect.signature(compress_weights_and_plan).parameters) == list(ours)
+
+
 def test_rt_info_records_hqq_and_survives_save(tmp_path):
     model = _compress({"w": heavy_tailed_weight((64, 128))}, hqq=True, advanced_parameters=F16_ZERO_POINT)
     ov.save_model(model, tmp_path / "model.xml")
