@@ -76,13 +76,7 @@ def _errors(weights, maps, cs, activation, group_size: int, num_bits: int) -> np
     return total
 
 
-def plan(
-    model: ov.Model, spec: str, group_size: int, num_bits: int = 4, ir_file=None, symmetric: bool = False
-) -> EqualizationPlan:
-    if spec == "rtauto":  # per group by the second moments on random tokens (benchmarks.experiments)
-        from benchmarks.experiments.equalization_criterion import random_token_plan
-
-        return random_token_plan(ir_file, model, group_size, symmetric)
+def plan(model: ov.Model, spec: str, group_size: int, num_bits: int = 4) -> EqualizationPlan:
     if spec.startswith("presinq"):  # SINQ's reference rule (benchmarks.presinq); "presinq@attention": with v -> o
         from benchmarks import presinq
 

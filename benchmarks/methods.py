@@ -21,6 +21,7 @@ from nncf_hqq import AdvancedCompressionParameters
 from nncf_hqq import AdvancedEqualizationParameters
 from nncf_hqq import AdvancedHQQParameters
 from nncf_hqq import compress_weights
+from nncf_hqq.calibration.parameters import bos_token_id
 from nncf_hqq.cli.pipeline import copy_companion_files
 
 FULL_PRECISION = "float"  # the uncompressed model's row (as exported: f16 LLMs, f32 encoders)
@@ -146,20 +147,22 @@ METHODS = [
         {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="none")},
         equalize="presinq",
     ),
-    # experiment: per group Sinkhorn, power or none, by the RTN output error weighted by the second moments of the
-    # input on random token ids (benchmarks.experiments.equalization_criterion), then the default's HQQ
-    Method(
-        "rtauto+hqq-default",
-        {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="none")},
-        equalize="rtauto",
-    ),
     # the default's HQQ with the library's Sinkhorn balance (SINQ's rule) instead of power
     Method("hqq-sinkhorn", {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="sinkhorn")}),
-    # per group the least estimated RTN output error of Sinkhorn, power and none (prior exponent beta)
+    # per group the least estimated RTN output error of Sinkhorn, power and none: the activations measured on random
+    # tokens (windows from the model's BOS token, as the command runs it), or estimated from the weights (beta)
+    Method("hqq-auto", {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="auto")}),
+    # the same, under the name of its first runs
+    Method("rtauto+hqq-default", {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="auto")}),
     *[
         Method(
             f"hqq-auto-b{beta}",
-            {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="auto", prior_exponent=beta)},
+            {
+                "hqq": True,
+                "equalization_params": AdvancedEqualizationParameters(
+                    method="auto", activations="weights", prior_exponent=beta
+                ),
+            },
         )
         for beta in (0.0, 1.0)
     ],
@@ -239,6 +242,9 @@ def compress_model(
     given = {name: kwargs.pop(name) for name in advanced_names if name in kwargs}
     # group sizes that do not divide a layer's channels fall back to a smaller group, alike for every method
     advanced = AdvancedCompressionParameters(group_size_fallback_mode=GroupSizeFallbackMode.ADJUST)
+    equalization = given.get("equalization_params")
+    if equalization is not None and equalization.method.value == "auto" and equalization.bos_token_id is None:
+        given["equalization_params"] = dataclasses.replace(equalization, bos_token_id=bos_token_id(ir_file.parent))
     advanced = dataclasses.replace(advanced, **given)
     start = time.perf_counter()
     if method.experiment == "gram":
@@ -250,9 +256,7 @@ def compress_model(
         from benchmarks import equalization_experiments
 
         bits = 8 if mode.startswith("int8") else 4
-        symmetric = mode.endswith("_sym")
-        plan = equalization_experiments.plan(model, method.equalize, group_size, bits, ir_file, symmetric)
-        equalization_experiments.fold(model, plan)
+        equalization_experiments.fold(model, equalization_experiments.plan(model, method.equalize, group_size, bits))
     model = compress_weights(
         model,
         mode=nncf.CompressWeightsMode(mode),

@@ -16,7 +16,8 @@ held out from the judge's windows): the truth. The data-free criteria replace a_
 - `producer`: the norm's scale squared, or the squared norm of the producer's row k (up_proj, v_proj),
 - `inverse-b`: (mean_i |W_ik|)^(-2b) over the group's rows, b = 0.5, 1 (`inverse`), 1.5 (channels with small
   weights carry large activations),
-- `random-tokens`: the second moments on 4 windows of BOS and 127 uniformly random token ids (no text).
+- `random-tokens`: the second moments on 4 windows of BOS and 127 uniformly random token ids (no text), as
+  `EqualizationMethod.AUTO` measures them (`nncf_hqq.equalization.statistics`).
 Per criterion: how often it picks the truly best candidate, and the summed true error of its picks against the
 best fixed candidate's and the per-group truth's.
 """
@@ -27,52 +28,23 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 from nncf.tensor import Tensor
-from openvino import opset13 as opset
 
 from benchmarks.judge import judged_texts
 from benchmarks.judge import reference_ir
 from benchmarks.judge import text_windows
+from nncf_hqq.calibration.parameters import bos_token_id
 from nncf_hqq.equalization._kernel import rtn_output_errors
 from nncf_hqq.equalization.algorithm import EqualizationPlan
 from nncf_hqq.equalization.patterns import find_scale_groups
 from nncf_hqq.equalization.scales import columns_by_channel
 from nncf_hqq.equalization.scales import power_scales
 from nncf_hqq.equalization.scales import sinkhorn_scales
+from nncf_hqq.equalization.statistics import input_second_moments
+from nncf_hqq.equalization.statistics import second_moments
+from nncf_hqq.equalization.statistics import token_batches
 
 CANDIDATES = ("none", "power", "sinkhorn")
 CRITERIA = ("flat", "norm", "producer", "inverse-0.5", "inverse", "inverse-1.5", "random-tokens")
-
-
-def input_second_moments(model: ov.Model, groups, windows: np.ndarray) -> dict[str, np.ndarray]:
-    """Per group name, E[x_k^2] of its (shared) input over every token of `windows` (stateful LLM inputs)."""
-    probe = model.clone()
-    named = {op.get_friendly_name(): op for op in probe.get_ordered_ops()}
-    outputs = []
-    for group in groups:
-        matmul = named[group.matmuls[0].get_friendly_name()]
-        outputs.append(opset.result(matmul.input_value(0)))
-    probe.add_results(outputs)
-    compiled = ov.Core().compile_model(probe, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    first = len(probe.outputs) - len(outputs)
-    sums = [None] * len(groups)
-    count = 0
-    request = compiled.create_infer_request()
-    names = {i.get_any_name() for i in compiled.inputs}
-    for window in windows:
-        request.reset_state()
-        ids = window[None, :].astype(np.int64)
-        inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-        if "position_ids" in names:
-            inputs["position_ids"] = np.arange(ids.shape[1])[None, :]
-        if "beam_idx" in names:
-            inputs["beam_idx"] = np.zeros(1, np.int32)
-        request.infer(inputs)
-        for i in range(len(groups)):
-            x = np.asarray(request.get_output_tensor(first + i).data, np.float64)
-            x = x.reshape(-1, x.shape[-1])
-            sums[i] = (x * x).sum(0) if sums[i] is None else sums[i] + (x * x).sum(0)
-        count += ids.shape[1]
-    return {g.name: s / count for g, s in zip(groups, sums, strict=True)}
 
 
 def rtn_error(weight: np.ndarray, scales: np.ndarray, weights_sq: np.ndarray, group: int, sym: bool) -> float:
@@ -96,26 +68,11 @@ def rtn_error(weight: np.ndarray, scales: np.ndarray, weights_sq: np.ndarray, gr
     return float((error * error * weights_sq).sum())
 
 
-def random_windows(ir_file: Path, count: int, length: int, seed: int = 0) -> np.ndarray:
-    """`count` windows of the BOS token then uniformly random token ids of the model's vocabulary."""
-    import json
-
-    from nncf_hqq.calibration.parameters import bos_token_id
-
-    config = json.loads((ir_file.parent / "config.json").read_text())
-    vocab = config.get("vocab_size") or config["text_config"]["vocab_size"]
-    ids = np.random.default_rng(seed).integers(0, vocab, size=(count, length))
-    bos = bos_token_id(ir_file.parent)
-    if bos is not None:
-        ids[:, 0] = bos
-    return ids
-
-
 def analyse(ir_file: Path, windows: np.ndarray, group_size: int, sym: bool) -> dict:
     model = ov.Core().read_model(ir_file)
     groups = find_scale_groups(model)
-    moments = input_second_moments(model, groups, windows)
-    random_moments = input_second_moments(model, groups, random_windows(ir_file, 4, 128))
+    moments = second_moments(model, groups, token_batches(model, windows))
+    random_moments = input_second_moments(model, groups, bos_token_id=bos_token_id(ir_file.parent))
     plan = EqualizationPlan()
     rows = []
     for group in groups:
@@ -159,40 +116,6 @@ def analyse(ir_file: Path, windows: np.ndarray, group_size: int, sym: bool) -> d
         rows.append({"group": group.name, "kind": group.kind.value, "scores": scores})
         plan.equalize(group, cs["sinkhorn"])  # later groups see the library's order of planned factors
     return summarise(rows)
-
-
-def random_token_plan(ir_file: Path, model: ov.Model, group_size: int, symmetric: bool) -> EqualizationPlan:
-    """
-    The method `rtauto` (`benchmarks.methods`): per group in the library's order, the candidate (Sinkhorn, power,
-    none) of least RTN output error weighted by the input's second moments on 4 windows of BOS and 127 random
-    token ids (`random_windows`), measured once on the model as given.
-    """
-    groups = find_scale_groups(model)
-    moments = input_second_moments(ov.Core().read_model(ir_file), groups, random_windows(ir_file, 4, 128))
-    plan = EqualizationPlan()
-    for group in groups:
-        weights, maps = [], []
-        for consumer in group.consumers:
-            value = plan.apply(consumer.node.get_friendly_name(), consumer.node.get_data())
-            weights.append(np.ascontiguousarray(np.moveaxis(value, consumer.axis, -1), dtype=np.float32))
-            maps.append(consumer.channel_map)
-        columns = columns_by_channel([Tensor(w) for w in weights], maps, group.num_channels)
-        candidates = np.stack([
-            np.ones(group.num_channels, np.float32),
-            power_scales(columns, 0.5).data,
-            sinkhorn_scales(columns, group_size).data,
-        ]).astype(np.float32)  # fmt: skip
-        errors = np.zeros(len(candidates))
-        for w, channel_map in zip(weights, maps, strict=True):
-            mapping = np.arange(w.shape[1]) if channel_map is None else channel_map.astype(np.int64)
-            g = group_size if w.shape[1] % group_size == 0 else w.shape[1]
-            weighting = moments[group.name].astype(np.float32)
-            errors += rtn_output_errors(w, mapping, candidates, weighting, g, symmetric)
-        best = int(np.argmin(errors))
-        plan.chosen[group.name] = CANDIDATES[best]
-        if best:
-            plan.equalize(group, candidates[best])
-    return plan
 
 
 def summarise(rows: list[dict]) -> dict:

@@ -27,6 +27,7 @@ from nncf_hqq.compression_session import SessionSettings
 from nncf_hqq.equalization.algorithm import Equalization
 from nncf_hqq.equalization.algorithm import EqualizationPlan
 from nncf_hqq.equalization.algorithm import EqualizationRule
+from nncf_hqq.equalization.parameters import ActivationEstimate
 from nncf_hqq.equalization.parameters import AdvancedEqualizationParameters
 from nncf_hqq.equalization.parameters import EqualizationMethod
 from nncf_hqq.hqq import HQQ
@@ -129,7 +130,9 @@ def _resolve_settings(model: TModel, arguments: dict[str, Any]) -> SessionSettin
     rt_info = {"enabled": True, **{k: _rt_value(v) for k, v in dataclasses.asdict(hqq_params).items()}}
     rt_info.update(equalization=equalization_params.method.value, equalization_alpha=equalization_params.alpha)
     if equalization_params.method == EqualizationMethod.AUTO:
-        rt_info.update(equalization_prior_exponent=equalization_params.prior_exponent)
+        rt_info.update(equalization_activations=equalization_params.activations.value)
+        if equalization_params.activations == ActivationEstimate.WEIGHTS:
+            rt_info.update(equalization_prior_exponent=equalization_params.prior_exponent)
     self_calibration = getattr(advanced_parameters, "self_calibration", None)
     if self_calibration is not None:
         _check_self_calibration(self_calibration, arguments["dataset"], mode)

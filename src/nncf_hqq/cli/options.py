@@ -1,5 +1,6 @@
 """The command's compression options, checked, and mapped onto `nncf_hqq.compress_weights`' arguments."""
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,8 @@ class CompressionOptions:
     :param iterations: HQQ solver iterations; None: the solver's default for the zero point storage.
     :param patience: A group's HQQ iterations stop after this many that did not lower its error; 0: never; None:
         the solver's default.
-    :param equalization: HQQ equalization, "none", "power" or "sinkhorn" (`EqualizationMethod`); None: the default.
+    :param equalization: HQQ equalization, "none", "power", "sinkhorn" or "auto" (`EqualizationMethod`); None: the
+        default.
     :param calibration: "none" (data-free) or "self": the model writes its own calibration text, on which AWQ and
         scale estimation run before HQQ (`nncf_hqq.calibration`).
     :param seed: Seed of every random generator involved (the pipeline is deterministic for a fixed seed).
@@ -135,9 +137,12 @@ class CompressionOptions:
             if self.calibration == "self":
                 bos = None if model_dir is None else bos_token_id(model_dir)
                 self_calibration = SelfCalibrationParameters(seed=self.seed, bos_token_id=bos, cache_dir=cache_dir)
+            equalization = self.equalization_params()
+            if equalization.bos_token_id is None and model_dir is not None:  # random windows start as texts do
+                equalization = dataclasses.replace(equalization, bos_token_id=bos_token_id(model_dir))
             advanced.update(
                 hqq_params=self.hqq_params(),
-                equalization_params=self.equalization_params(),
+                equalization_params=equalization,
                 self_calibration=self_calibration,
                 offload_dir=offload_dir,
             )

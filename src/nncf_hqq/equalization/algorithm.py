@@ -21,6 +21,7 @@ from nncf.tensor import Tensor
 
 from nncf_hqq._float16 import kernel_values
 from nncf_hqq._signals import signals_deferred
+from nncf_hqq.equalization.parameters import ActivationEstimate
 from nncf_hqq.equalization.parameters import AdvancedEqualizationParameters
 from nncf_hqq.equalization.parameters import EqualizationMethod
 from nncf_hqq.equalization.patterns import ProducerKind
@@ -31,6 +32,7 @@ from nncf_hqq.equalization.scales import columns_by_channel
 from nncf_hqq.equalization.scales import power_scales
 from nncf_hqq.equalization.scales import power_scales_of_means
 from nncf_hqq.equalization.scales import sinkhorn_scales
+from nncf_hqq.equalization.statistics import input_second_moments
 from nncf_hqq.graph_journal import GraphJournal
 from nncf_hqq.graph_journal import replace_constant
 
@@ -44,17 +46,23 @@ class EqualizationRule:
         deviations per tile of `group_size` columns) or AUTO (per group the least estimated output error of
         SINKHORN, POWER and no scaling); the string values are accepted.
     :param alpha: The exponent of POWER.
-    :param prior_exponent: AUTO's beta: E[x_k^2] taken as (mean_i |W_ik|)^(-2 beta).
+    :param prior_exponent: AUTO's beta: E[x_k^2] taken as (mean_i |W_ik|)^(-2 beta) when the activations are
+        estimated from the weights.
     :param producers: The producer kinds whose groups are equalized.
+    :param activations: Where AUTO takes the activations' second moments from.
+    :param bos_token_id: The first token of the random windows (RANDOM_TOKENS).
     """
 
     method: EqualizationMethod = EqualizationMethod.POWER
     alpha: float = 0.5
     prior_exponent: float = 1.0
     producers: tuple[ProducerKind, ...] = (ProducerKind.NORM, ProducerKind.GATED, ProducerKind.ATTENTION)
+    activations: ActivationEstimate = ActivationEstimate.RANDOM_TOKENS
+    bos_token_id: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", EqualizationMethod(self.method))
+        object.__setattr__(self, "activations", ActivationEstimate(self.activations))
         if self.method == EqualizationMethod.NONE:
             raise ValueError("A rule equalizes: EqualizationMethod.NONE has none (from_parameters returns None).")
 
@@ -63,7 +71,10 @@ class EqualizationRule:
         """The rule `params` ask for, None for `EqualizationMethod.NONE`."""
         if params.method == EqualizationMethod.NONE:
             return None
-        return cls(params.method, params.alpha, params.prior_exponent)
+        return cls(
+            params.method, params.alpha, params.prior_exponent, activations=params.activations,
+            bos_token_id=params.bos_token_id,
+        )  # fmt: skip
 
 
 @dataclass
@@ -176,6 +187,12 @@ class Equalization:
         """
         plan = EqualizationPlan()
         groups = find_scale_groups(model)
+        moments = None
+        if self._rule.method == EqualizationMethod.AUTO and self._rule.activations == ActivationEstimate.RANDOM_TOKENS:
+            planned = [g for g in groups if self._skip_reason(g, weight_configs) is None]
+            moments = input_second_moments(model, planned, bos_token_id=self._rule.bos_token_id)
+            if moments is None:
+                nncf_logger.info("Equalization (auto): the model does not take token ids; activations from weights.")
         for group in groups:
             reason = self._skip_reason(group, weight_configs)
             if reason is not None:
@@ -188,14 +205,14 @@ class Equalization:
             if mean_abs is not None:
                 c = power_scales_of_means(Tensor(mean_abs), self._rule.alpha).as_numpy_tensor().data
             elif self._rule.method == EqualizationMethod.AUTO:
-                c = self._chosen_scales(plan, group, read, config)
+                c = self._chosen_scales(plan, group, read, config, None if moments is None else moments[group.name])
             else:
                 weights, maps = self._weights_as_rows(plan, group, read)
                 c = self.scales(weights, maps, group, config.group_size)
             if c is None:
                 continue  # AUTO kept the weights as they are
             if not np.all(np.isfinite(c)):
-                plan.skipped[group.name] = "non-finite weights"
+                plan.skipped[group.name] = "non-finite weights or activations"
                 continue
             plan.equalize(group, c)
         if log:
@@ -203,11 +220,12 @@ class Equalization:
         return plan
 
     def _chosen_scales(
-        self, plan: EqualizationPlan, group: ScaleGroup, read, config: WeightConfig
+        self, plan: EqualizationPlan, group: ScaleGroup, read, config: WeightConfig, moments: np.ndarray | None
     ) -> np.ndarray | None:
         """
         AUTO: the candidate (SINKHORN, POWER, none) of least estimated round-to-nearest output error (recorded in
-        `plan.chosen`); None for none.
+        `plan.chosen`), each input column weighted by `moments` (measured, [columns]) or else by the weights'
+        `activation_prior`; None for none.
         """
         from nncf_hqq.equalization._kernel import rtn_output_errors  # numba, loaded on first use
 
@@ -219,15 +237,18 @@ class Equalization:
             power_scales(columns, self._rule.alpha).as_numpy_tensor().data,
             np.ones(group.num_channels, np.float32),
         ]).astype(np.float32)  # fmt: skip
-        prior = activation_prior(columns.as_numpy_tensor().data, self._rule.prior_exponent)
+        prior = (
+            None if moments is not None else activation_prior(columns.as_numpy_tensor().data, self._rule.prior_exponent)
+        )
         errors = np.zeros(len(names))
         for weight, channel_map in zip(weights, maps, strict=True):
             w = weight.as_numpy_tensor().data
             mapping = np.arange(w.shape[1]) if channel_map is None else channel_map.astype(np.int64)
+            column_weights = moments if moments is not None else prior[mapping]  # measured ones are per column
             with signals_deferred():  # a KeyboardInterrupt inside a compiled kernel can crash the process
-                errors += rtn_output_errors(w, mapping, candidates, prior[mapping], config.group_size, config.symmetric)
+                errors += rtn_output_errors(w, mapping, candidates, column_weights, config.group_size, config.symmetric)
         if not np.all(np.isfinite(errors)):
-            return candidates[0]  # non-finite weights: skipped by the caller
+            return np.full(group.num_channels, np.nan, np.float32)  # skipped by the caller
         best = int(np.argmin(errors))  # ties: the earlier candidate
         plan.chosen[group.name] = names[best].value
         return None if names[best] == EqualizationMethod.NONE else candidates[best]

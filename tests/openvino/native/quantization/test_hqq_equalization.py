@@ -146,12 +146,13 @@ def _logits(model: ov.Model) -> np.ndarray:
     return request.infer(inputs)[0].copy()
 
 
-@pytest.mark.parametrize("method", ["power", "sinkhorn", "auto"])
+@pytest.mark.parametrize("method", ["power", "sinkhorn", "auto", "auto-weights"])
 def test_equalization_alone_keeps_the_float_model_output(small_lm, method):
     _, ir = small_lm
     model = ov.Core().read_model(ir)
     reference = _logits(model)
-    plan = fold_equalization(model, EqualizationRule(method), group_size=32)
+    activations = "weights" if method == "auto-weights" else "random_tokens"
+    plan = fold_equalization(model, EqualizationRule(method.split("-")[0], activations=activations), group_size=32)
     kinds = [g.kind for g in find_scale_groups(ov.Core().read_model(ir))]
     assert kinds.count(ProducerKind.ATTENTION) == LAYERS and kinds.count(ProducerKind.GATED) == LAYERS
     assert kinds.count(ProducerKind.NORM) >= 2 * LAYERS  # q/k/v and gate/up (and an untied lm_head)
@@ -260,6 +261,71 @@ def test_auto_keeps_per_group_the_candidate_of_least_estimated_error(small_lm, m
     ordered = sorted(groups, key=lambda g: g.kind == ProducerKind.NORM)
     assert picks == [plan.chosen[g.name] for g in ordered]
     assert {name for name in plan.chosen if plan.chosen[name] != "none"} == set(plan.equalized)
+
+
+def _token_lm(vocabulary: int = 97, hidden: int = 128, seed: int = 5) -> tuple[ov.Model, dict[str, np.ndarray]]:
+    """
+    A language model of token ids whose norm-fed group sees x = embedding[ids] * gamma: q and k read x, their sum
+    goes to the vocabulary. An embedding column carries outliers (as a residual stream's massive channel).
+    """
+    rng = np.random.default_rng(seed)
+    values = {
+        "embedding": (rng.standard_normal((vocabulary, hidden)) * np.exp(rng.standard_normal(hidden))).astype(
+            np.float32
+        ),
+        "gamma": rng.uniform(0.5, 1.5, hidden).astype(np.float32),
+        "q": heavy_tailed_weight((hidden, hidden), 1), "k": heavy_tailed_weight((hidden, hidden), 2),
+        "head": heavy_tailed_weight((vocabulary, hidden), 3),
+    }  # fmt: skip
+    values["embedding"][:, 7] *= 50.0
+    ids = opset.parameter([1, -1], ov.Type.i64, name="input_ids")
+    x = opset.gather(opset.constant(values["embedding"], name="embedding"), ids, 0)
+    x = opset.multiply(x, opset.constant(values["gamma"], name="gamma"))
+    q = opset.matmul(x, opset.constant(values["q"], name="q"), False, True)
+    k = opset.matmul(x, opset.constant(values["k"], name="k"), False, True)
+    logits = opset.matmul(opset.add(q, k), opset.constant(values["head"], name="head"), False, True)
+    return ov.Model([logits], [ids], "token_lm"), values
+
+
+def test_random_token_second_moments_equal_a_direct_computation():
+    from nncf_hqq.equalization.statistics import input_second_moments
+    from nncf_hqq.equalization.statistics import random_token_batches
+
+    model, values = _token_lm()
+    (group,) = [g for g in find_scale_groups(model) if g.kind == ProducerKind.NORM]
+    moments = input_second_moments(model, [group], windows=3, length=16, seed=2, bos_token_id=1)
+    ids = np.concatenate([b["input_ids"] for b in random_token_batches(model, 3, 16, 2, 1)])
+    assert ids.shape == (3, 16) and np.all(ids[:, 0] == 1)
+    x = values["embedding"][ids.ravel()].astype(np.float64) * values["gamma"]
+    np.testing.assert_allclose(moments[group.name], (x * x).mean(axis=0), rtol=1e-5)
+    # a model that does not take token ids has none
+    features = opset.parameter([2, 4], name="features")
+    assert input_second_moments(ov.Model([opset.relu(features)], [features]), [group]) is None
+
+
+def test_auto_weighs_each_column_by_its_measured_second_moment(monkeypatch):
+    from nncf_hqq.equalization import _kernel
+    from nncf_hqq.equalization.statistics import input_second_moments
+
+    model, _ = _token_lm()
+    calls = []
+    kernel = _kernel.rtn_output_errors
+    monkeypatch.setattr(_kernel, "rtn_output_errors", lambda *args: calls.append(args) or kernel(*args))
+    rule = EqualizationRule("auto", activations="random_tokens", bos_token_id=1)
+    plan = fold_equalization(model, rule, group_size=32)
+    fresh, _ = _token_lm()
+    (group,) = [g for g in find_scale_groups(fresh) if g.kind == ProducerKind.NORM]
+    moments = input_second_moments(fresh, [group], bos_token_id=1)[group.name]
+    assert len(calls) == 2  # q and k
+    for args in calls:
+        np.testing.assert_array_equal(args[3], moments)  # column weights: the measured moments
+    errors = sum(kernel(*args) for args in calls)
+    (chosen,) = plan.chosen.values()  # the one group (its auto-generated name differs between the two models)
+    assert chosen == ("sinkhorn", "power", "none")[int(np.argmin(errors))]
+    # estimated from the weights instead, the choice weighs columns by the prior
+    calls.clear()
+    fold_equalization(_token_lm()[0], EqualizationRule("auto", activations="weights"), group_size=32)
+    assert not np.array_equal(calls[0][3], moments)
 
 
 def _compress(ir: Path | ov.Model, **kwargs) -> ov.Model:

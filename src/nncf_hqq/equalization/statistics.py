@@ -1,0 +1,100 @@
+"""
+The second moments of the inputs of the scale groups, E[x_j^2] per input column, measured on random token ids: a
+language model run on a few windows of its BOS token and uniformly random tokens of its vocabulary, no text. They
+stand in for the activations' magnitudes in `EqualizationMethod.AUTO`'s estimate of each candidate's output error.
+
+Running the model compiles a copy of it: the pass needs about the float model's size in memory while it runs.
+"""
+
+from collections.abc import Iterator
+
+import numpy as np
+import openvino as ov
+from nncf.common.logging import nncf_logger
+from openvino import opset13 as opset
+
+from nncf_hqq.equalization.patterns import ScaleGroup
+
+# OpenVINO's own threads run the model; float32 so that the moments do not depend on the machine's precision
+_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+def token_inputs(model: ov.Model) -> tuple[int, dict[str, ov.Output]] | None:
+    """(vocabulary size, the model's inputs by name) if `model` is a language model of token ids, else None."""
+    inputs = {port.get_any_name(): port for port in model.inputs}
+    if "input_ids" not in inputs or not model.outputs:
+        return None
+    vocabulary = model.outputs[0].get_partial_shape()[-1]
+    if not vocabulary.is_static or vocabulary.get_length() < 2:
+        return None
+    known = {"input_ids", "attention_mask", "position_ids", "beam_idx", "token_type_ids"}
+    if set(inputs) - known:
+        return None
+    return vocabulary.get_length(), inputs
+
+
+def random_token_batches(
+    model: ov.Model, windows: int, length: int, seed: int, bos_token_id: int | None
+) -> Iterator[dict[str, np.ndarray]]:
+    """The inputs of `windows` windows of `length` tokens, one window per inference: BOS (if given), then random."""
+    vocabulary, _ = token_inputs(model)
+    ids = np.random.default_rng(seed).integers(0, vocabulary, size=(windows, length), dtype=np.int64)
+    if bos_token_id is not None:
+        ids[:, 0] = bos_token_id
+    return token_batches(model, ids)
+
+
+def token_batches(model: ov.Model, ids: np.ndarray) -> Iterator[dict[str, np.ndarray]]:
+    """The inputs of the language model `model` for each window of token ids `ids` [windows, length]."""
+    _, inputs = token_inputs(model)
+    length = ids.shape[1]
+    for window in ids:
+        values = {
+            "input_ids": window[None],
+            "attention_mask": np.ones((1, length), np.int64),
+            "position_ids": np.arange(length, dtype=np.int64)[None],
+            "beam_idx": np.zeros(1, np.int32),
+            "token_type_ids": np.zeros((1, length), np.int64),
+        }
+        yield {name: values[name] for name in inputs}
+
+
+def input_second_moments(
+    model: ov.Model, groups: list[ScaleGroup], windows: int = 4, length: int = 128, seed: int = 0,
+    bos_token_id: int | None = None,
+) -> dict[str, np.ndarray] | None:  # fmt: skip
+    """
+    Per scale group (by name), the mean of x_j^2 over the tokens of `windows` random windows of `length` tokens
+    (`random_token_batches`) for each input column j of its MatMuls, float32 [columns]; None if `model` is not a
+    language model of token ids (`token_inputs`). `model` is not changed.
+    """
+    if token_inputs(model) is None or not groups:
+        return None
+    return second_moments(model, groups, random_token_batches(model, windows, length, seed, bos_token_id))
+
+
+def second_moments(model: ov.Model, groups: list[ScaleGroup], batches) -> dict[str, np.ndarray]:
+    """Per scale group, the mean of x_j^2 over every token of `batches` (the model's inputs, one state each)."""
+    probe = model.clone()
+    # the clone's ops in the same order as the model's (auto-generated names are not kept by a clone)
+    position = {op.get_instance_id(): i for i, op in enumerate(model.get_ordered_ops())}
+    cloned = probe.get_ordered_ops()
+    results = [opset.result(cloned[position[g.matmuls[0].get_instance_id()]].input_value(0)) for g in groups]
+    probe.add_results(results)
+    compiled = ov.Core().compile_model(probe, "CPU", _CONFIG)
+    first = len(probe.outputs) - len(results)
+    request = compiled.create_infer_request()
+    sums: list[np.ndarray | None] = [None] * len(groups)
+    tokens = 0
+    for inputs in batches:
+        request.reset_state()
+        request.infer(inputs)
+        for i in range(len(groups)):
+            x = np.asarray(request.get_output_tensor(first + i).data, np.float64)
+            x = x.reshape(-1, x.shape[-1])
+            squares = np.einsum("ij,ij->j", x, x)
+            sums[i] = squares if sums[i] is None else sums[i] + squares
+        tokens += inputs["input_ids"].size
+    del request, compiled, probe
+    nncf_logger.debug(f"Equalization: input second moments of {len(groups)} groups on {tokens} tokens")
+    return {g.name: (s / tokens).astype(np.float32) for g, s in zip(groups, sums, strict=True)}
