@@ -36,7 +36,7 @@ def token_inputs(model: ov.Model) -> tuple[int, dict[str, ov.Output]] | None:
 def random_token_batches(
     model: ov.Model, windows: int, length: int, seed: int, bos_token_id: int | None
 ) -> Iterator[dict[str, np.ndarray]]:
-    """The inputs of `windows` windows of `length` tokens, one window per inference: BOS (if given), then random."""
+    """The inputs of `windows` windows of `length` tokens, BOS (if given) then random token ids."""
     vocabulary, _ = token_inputs(model)
     ids = np.random.default_rng(seed).integers(0, vocabulary, size=(windows, length), dtype=np.int64)
     if bos_token_id is not None:
@@ -45,7 +45,10 @@ def random_token_batches(
 
 
 def token_batches(model: ov.Model, ids: np.ndarray) -> Iterator[dict[str, np.ndarray]]:
-    """The inputs of the language model `model` for each window of token ids `ids` [windows, length]."""
+    """
+    The inputs of the language model `model` for each window of token ids `ids` [windows, length], one window per
+    inference (graphs exported for one sequence need not take more).
+    """
     _, inputs = token_inputs(model)
     length = ids.shape[1]
     for window in ids:
@@ -74,26 +77,32 @@ def input_second_moments(
 
 
 def second_moments(model: ov.Model, groups: list[ScaleGroup], batches) -> dict[str, np.ndarray]:
-    """Per scale group, the mean of x_j^2 over every token of `batches` (the model's inputs, one state each)."""
+    """
+    Per scale group, the mean of x_j^2 over every token of `batches` (the model's inputs, each from an empty
+    state): a copy of the model whose extra outputs are, per group, the sums of x_j^2 over its input's tokens.
+    """
     probe = model.clone()
     # the clone's ops in the same order as the model's (auto-generated names are not kept by a clone)
     position = {op.get_instance_id(): i for i, op in enumerate(model.get_ordered_ops())}
     cloned = probe.get_ordered_ops()
-    results = [opset.result(cloned[position[g.matmuls[0].get_instance_id()]].input_value(0)) for g in groups]
+    results = []
+    for group in groups:
+        x = cloned[position[group.matmuls[0].get_instance_id()]].input_value(0)
+        token_axes = list(range(x.get_partial_shape().rank.get_length() - 1))
+        squares = opset.multiply(opset.convert(x, ov.Type.f32), opset.convert(x, ov.Type.f32))
+        results.append(opset.result(opset.reduce_sum(squares, opset.constant(token_axes, ov.Type.i64), False)))
     probe.add_results(results)
     compiled = ov.Core().compile_model(probe, "CPU", _CONFIG)
     first = len(probe.outputs) - len(results)
     request = compiled.create_infer_request()
-    sums: list[np.ndarray | None] = [None] * len(groups)
+    sums = np.zeros((len(groups),), object)
     tokens = 0
     for inputs in batches:
         request.reset_state()
         request.infer(inputs)
         for i in range(len(groups)):
-            x = np.asarray(request.get_output_tensor(first + i).data, np.float64)
-            x = x.reshape(-1, x.shape[-1])
-            squares = np.einsum("ij,ij->j", x, x)
-            sums[i] = squares if sums[i] is None else sums[i] + squares
+            total = np.asarray(request.get_output_tensor(first + i).data, np.float64)
+            sums[i] = total if tokens == 0 else sums[i] + total
         tokens += inputs["input_ids"].size
     del request, compiled, probe
     nncf_logger.debug(f"Equalization: input second moments of {len(groups)} groups on {tokens} tokens")
