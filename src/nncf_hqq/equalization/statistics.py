@@ -14,23 +14,41 @@ from nncf.common.logging import nncf_logger
 from openvino import opset13 as opset
 
 from nncf_hqq.equalization.patterns import ScaleGroup
+from nncf_hqq.openvino_graph import constant_through_converts
 
 # OpenVINO's own threads run the model; float32 so that the moments do not depend on the machine's precision
 _CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 
 
 def token_inputs(model: ov.Model) -> tuple[int, dict[str, ov.Output]] | None:
-    """(vocabulary size, the model's inputs by name) if `model` is a language model of token ids, else None."""
+    """
+    (vocabulary size, the model's inputs by name) if `model` takes token ids (`input_ids`, and only inputs this
+    module can fill) into an embedding table, a Gather of a constant [vocabulary, hidden]; else None.
+    """
     inputs = {port.get_any_name(): port for port in model.inputs}
-    if "input_ids" not in inputs or not model.outputs:
-        return None
-    vocabulary = model.outputs[0].get_partial_shape()[-1]
-    if not vocabulary.is_static or vocabulary.get_length() < 2:
-        return None
     known = {"input_ids", "attention_mask", "position_ids", "beam_idx", "token_type_ids"}
-    if set(inputs) - known:
+    if "input_ids" not in inputs or set(inputs) - known:
         return None
-    return vocabulary.get_length(), inputs
+    vocabulary = _embedding_rows(model.input("input_ids"))
+    return None if vocabulary is None else (vocabulary, inputs)
+
+
+def _embedding_rows(ids: ov.Output) -> int | None:
+    """The rows of the embedding table the token ids index (through Converts), None if there is none."""
+    frontier = [ids]
+    for _ in range(4):
+        next_frontier = []
+        for value in frontier:
+            for target in value.get_target_inputs():
+                node = target.get_node()
+                if node.get_type_name() == "Convert":
+                    next_frontier.append(node.output(0))
+                elif node.get_type_name() == "Gather" and target.get_index() == 1:
+                    table = constant_through_converts(node.input_value(0))
+                    if table is not None and len(table.get_output_shape(0)) == 2:
+                        return int(table.get_output_shape(0)[0])
+        frontier = next_frontier
+    return None
 
 
 def random_token_batches(
