@@ -123,9 +123,8 @@ def _resolve_settings(model: TModel, arguments: dict[str, Any]) -> SessionSettin
     _check_hqq_arguments(model, mode, arguments["gptq"], hqq_params, equalization_params)
     if mode == CompressWeightsMode.INT4_SYM and equalization_params.method == EqualizationMethod.NONE:
         nncf_logger.warning(
-            "HQQ without equalization in INT4_SYM was measured worse than NNCF's RTN on some models; with the "
-            "default equalization it was better on all five models measured (KL divergence, embedding error). "
-            "See benchmarks/RESULTS.md."
+            "HQQ without equalization in INT4_SYM was measured worse than NNCF's RTN on some models (KL "
+            "divergence from the float model, embedding error); equalization is recommended with INT4_SYM."
         )
     rt_info = {"enabled": True, **{k: _rt_value(v) for k, v in dataclasses.asdict(hqq_params).items()}}
     rt_info.update(equalization=equalization_params.method.value, equalization_alpha=equalization_params.alpha)
