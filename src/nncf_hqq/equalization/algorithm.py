@@ -187,24 +187,25 @@ class Equalization:
         """
         plan = EqualizationPlan()
         groups = find_scale_groups(model)
-        moments = None
-        if self._rule.method == EqualizationMethod.AUTO and self._rule.activations == ActivationEstimate.RANDOM_TOKENS:
+        method, moments = self._rule.method, None
+        if method == EqualizationMethod.AUTO and self._rule.activations == ActivationEstimate.RANDOM_TOKENS:
             planned = [g for g in groups if self._skip_reason(g, weight_configs) is None]
             moments = input_second_moments(model, planned, bos_token_id=self._rule.bos_token_id)
             if moments is None:
-                nncf_logger.info("Equalization (auto): the model does not take token ids; activations from weights.")
+                method = EqualizationMethod.POWER
+                nncf_logger.info("Equalization (auto): the model does not take token ids to measure; power scales.")
         for group in groups:
             reason = self._skip_reason(group, weight_configs)
             if reason is not None:
                 plan.skipped[group.name] = reason
                 continue
             mean_abs = None
-            if self._rule.method == EqualizationMethod.POWER:  # one pass over each weight, as stored
+            if method == EqualizationMethod.POWER:  # one pass over each weight, as stored
                 mean_abs = _mean_abs_by_channel(plan, group, read)
             config = weight_configs[group.consumers[0].node.get_friendly_name()]
             if mean_abs is not None:
                 c = power_scales_of_means(Tensor(mean_abs), self._rule.alpha).as_numpy_tensor().data
-            elif self._rule.method == EqualizationMethod.AUTO:
+            elif method == EqualizationMethod.AUTO:
                 c = self._chosen_scales(plan, group, read, config, None if moments is None else moments[group.name])
             else:
                 weights, maps = self._weights_as_rows(plan, group, read)

@@ -36,8 +36,8 @@ class ActivationEstimate(Enum):
     Where `EqualizationMethod.AUTO` takes the second moments of the groups' inputs from.
 
     :param RANDOM_TOKENS: Measured on a few windows of random token ids (`nncf_hqq.equalization.statistics`): no
-        text, but a run of the model, which needs about the float model's size in memory while it runs. Models
-        that do not take token ids use WEIGHTS.
+        text, but a run of the model, which needs about the float model's size in memory while it runs. A model
+        that does not take token ids gets POWER scales.
     :param WEIGHTS: (mean_i |W_ik|)^(-2 beta) from the group's weights (beta = `prior_exponent`): no model run.
     """
 

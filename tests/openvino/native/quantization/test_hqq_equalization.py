@@ -328,6 +328,22 @@ def test_auto_weighs_each_column_by_its_measured_second_moment(monkeypatch):
     assert not np.array_equal(calls[0][3], moments)
 
 
+def test_auto_gives_power_scales_to_a_model_it_cannot_run_on_tokens():
+    def features_model() -> ov.Model:  # a norm-fed pair of MatMuls on float features: no token ids
+        x = opset.parameter([1, 4, 128], ov.Type.f32, name="features")
+        normed = opset.multiply(x, opset.constant(np.linspace(0.5, 1.5, 128, dtype=np.float32), name="gamma"))
+        q = opset.matmul(normed, opset.constant(heavy_tailed_weight((64, 128), 1), name="q"), False, True)
+        k = opset.matmul(normed, opset.constant(heavy_tailed_weight((64, 128), 2), name="k"), False, True)
+        return ov.Model([opset.add(q, k)], [x], "features")
+
+    power = fold_equalization(features_model(), EqualizationRule("power"), group_size=64)
+    auto = fold_equalization(features_model(), EqualizationRule("auto"), group_size=64)
+    assert len(power.equalized) == 1 and len(auto.equalized) == 1 and not auto.chosen
+    for name, axes in power.factors.items():
+        for axis, vector in axes.items():
+            np.testing.assert_array_equal(auto.factors[name][axis], vector)
+
+
 def _compress(ir: Path | ov.Model, **kwargs) -> ov.Model:
     return _compress_and_plan(ir, **kwargs)[0]
 
