@@ -97,7 +97,8 @@ def input_second_moments(
 def second_moments(model: ov.Model, groups: list[ScaleGroup], batches) -> dict[str, np.ndarray]:
     """
     Per scale group, the mean of x_j^2 over every token of `batches` (the model's inputs, each from an empty
-    state): a copy of the model whose extra outputs are, per group, the sums of x_j^2 over its input's tokens.
+    state): a copy of the model whose outputs are, per group, the sums of x_j^2 over its input's tokens (the
+    model's own outputs, and what only they need, dropped).
     """
     probe = model.clone()
     # the clone's ops in the same order as the model's (auto-generated names are not kept by a clone)
@@ -109,9 +110,12 @@ def second_moments(model: ov.Model, groups: list[ScaleGroup], batches) -> dict[s
         token_axes = list(range(x.get_partial_shape().rank.get_length() - 1))
         squares = opset.multiply(opset.convert(x, ov.Type.f32), opset.convert(x, ov.Type.f32))
         results.append(opset.result(opset.reduce_sum(squares, opset.constant(token_axes, ov.Type.i64), False)))
+    own = list(probe.get_results())
     probe.add_results(results)
+    for result in own:  # the model's outputs (the logits: for a large vocabulary, its largest MatMul) are not needed
+        probe.remove_result(result)
     compiled = ov.Core().compile_model(probe, "CPU", _CONFIG)
-    first = len(probe.outputs) - len(results)
+    first = 0
     request = compiled.create_infer_request()
     sums = np.zeros((len(groups),), object)
     tokens = 0
