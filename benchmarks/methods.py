@@ -45,7 +45,7 @@ class Method:
     equalize: str | None = None  # experimental: equalization folded into the model before compression
     calibration: str = "text"
     self_params: tuple[tuple[str, object], ...] = ()  # "self" text: `SelfCalibrationParameters` fields changed
-    experiment: str | None = None  # experimental compressor: "gram" (`benchmarks.gram_experiment`)
+    experiment: str | None = None  # experimental compressor: "gram" (`benchmarks.experiments.gram_experiment`)
 
 
 def _hqq(equalization: str = "none", patience: int | None = None, **hqq_params) -> dict:
@@ -128,7 +128,7 @@ METHODS = [
             ("se+hqq-default", {"scale_estimation": True, "hqq": True}),
         )
     ],
-    # experiment: the data-aware scale choice of `benchmarks.gram_experiment` on the model's own text
+    # experiment: the data-aware scale choice of `benchmarks.experiments.gram_experiment` on the model's own text
     Method("self:gram", data_aware=True, calibration="self", experiment="gram"),
     Method(
         "self-128x32:gram",
@@ -248,7 +248,7 @@ def compress_model(
     advanced = dataclasses.replace(advanced, **given)
     start = time.perf_counter()
     if method.experiment == "gram":
-        from benchmarks import gram_experiment
+        from benchmarks.experiments import gram_experiment
 
         model = gram_experiment.compress(ir_file, mode, group_size, dataset, advanced, **kwargs, **extra)
         return model, time.perf_counter() - start

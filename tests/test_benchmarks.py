@@ -449,7 +449,7 @@ def test_floor_asks_for_a_replication_and_fails_a_cell_worse_twice_or_beyond_thr
 def test_gram_experiment_never_ends_worse_than_its_start_in_the_output_error_it_minimises():
     from nncf.tensor import Tensor
 
-    from benchmarks.gram_experiment import data_aware_solution
+    from benchmarks.experiments.gram_experiment import data_aware_solution
     from nncf_hqq._nncf import CompressedWeight
 
     rng = np.random.default_rng(0)
