@@ -147,7 +147,8 @@ METHODS = [
         {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="none")},
         equalize="presinq",
     ),
-    # the default's HQQ with the library's Sinkhorn balance (SINQ's rule) instead of power
+    # the default's HQQ with each balance, pinned: power (c = mean|W|^0.5), the library's Sinkhorn (SINQ's rule)
+    Method("hqq-power", {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="power")}),
     Method("hqq-sinkhorn", {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="sinkhorn")}),
     # per group the least estimated RTN output error of Sinkhorn, power and none: the activations measured on random
     # tokens (windows from the model's BOS token, as the command runs it), or estimated from the weights (beta)
