@@ -1,6 +1,7 @@
 """HQQ (Half-Quadratic Quantization) for NNCF's data-free weight compression of OpenVINO models."""
 
 from nncf_hqq.compress import compress_weights
+from nncf_hqq.equalization.parameters import ActivationEstimate
 from nncf_hqq.equalization.parameters import AdvancedEqualizationParameters
 from nncf_hqq.equalization.parameters import EqualizationMethod
 from nncf_hqq.hqq import HQQ
@@ -14,6 +15,7 @@ from nncf_hqq.parameters import HQQZeroPointStorage
 
 __all__ = [
     "HQQ",
+    "ActivationEstimate",
     "AdvancedCompressionParameters",
     "AdvancedEqualizationParameters",
     "AdvancedHQQParameters",

@@ -51,9 +51,10 @@ class AdvancedEqualizationParameters:
     Parameters of the equalization folded into the model before HQQ compresses it (with `hqq=True` only; a group
     is equalized when all its MatMuls are compressed to 4 bits in the same groups).
 
-    :param method: See `EqualizationMethod`; `POWER` by default: of the configurations measured, the one that
-        removed the most of RTN's KL divergence or embedding error over five models without raising it beyond
-        1 SE on any (it raises Qwen2.5-Coder-0.5B's perplexity; benchmarks/RESULTS.md).
+    :param method: See `EqualizationMethod`; `POWER` by default: one pass over the weights, judged on seven models
+        (benchmarks/RESULTS.md). `AUTO` removes more of RTN's KL divergence on Gemma-3 and SmolLM2 in 7 of their 8
+        configurations measured, at about RTN's compression time and a run of the model; its floor on the
+        Qwen2.5-Coder models is not yet judged.
     :param alpha: The exponent of `EqualizationMethod.POWER`, in (0, 1].
     :param activations: Where AUTO takes the activations' second moments from (`ActivationEstimate`).
     :param prior_exponent: beta of the WEIGHTS estimate, E[x_k^2] ~ (mean_i |W_ik|)^(-2 beta) (channels whose

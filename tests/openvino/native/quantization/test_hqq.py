@@ -314,6 +314,7 @@ def test_public_exports_are_the_library_objects_they_name():
         "HQQZeroPointStorage": nncf_hqq.parameters.HQQZeroPointStorage,
         "AdvancedEqualizationParameters": nncf_hqq.equalization.parameters.AdvancedEqualizationParameters,
         "EqualizationMethod": nncf_hqq.equalization.parameters.EqualizationMethod,
+        "ActivationEstimate": nncf_hqq.equalization.parameters.ActivationEstimate,
         "enable": nncf_hqq.opt_in.enable,
         "disable": nncf_hqq.opt_in.disable,
         "hqq_enabled": nncf_hqq.opt_in.hqq_enabled,
