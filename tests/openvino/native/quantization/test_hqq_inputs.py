@@ -137,6 +137,10 @@ def test_failure_while_compressing_leaves_the_model_untouched(monkeypatch, stora
         AdvancedEqualizationParameters(alpha=1.5),
         AdvancedEqualizationParameters(alpha=float("nan")),
         AdvancedEqualizationParameters(alpha="0.5"),
+        AdvancedEqualizationParameters(method="auto", activations="text"),
+        AdvancedEqualizationParameters(method="auto", prior_exponent=-1.0),
+        AdvancedEqualizationParameters(method="auto", bos_token_id=-1),
+        AdvancedEqualizationParameters(method="auto", bos_token_id=True),
     ],
 )
 def test_invalid_parameters_raise_validation_error_naming_their_class_and_leave_the_model_untouched(params):
