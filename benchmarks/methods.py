@@ -35,8 +35,8 @@ class Method:
         `equalization_params` and `offload_codes` go into the advanced parameters.
     :param data_aware: Whether the method needs a calibration dataset.
     :param calibration: The dataset a data-aware method is fed: "text" (real text, disjoint from the evaluated),
-        "self" (text the uncompressed model wrote, `nncf_hqq.calibration`) or "auto" (the text optimum-intel's
-        dataset="auto" has it write, `benchmarks.auto_text`).
+        "self" (text the uncompressed model wrote, `nncf_hqq.calibration`), "auto" (the text optimum-intel's
+        dataset="auto" has it write, `benchmarks.auto_text`) or "random" (random token ids, no text).
     """
 
     name: str
@@ -137,6 +137,22 @@ METHODS = [
         self_params=(("num_sequences", 128), ("length", 32)),
         experiment="gram",
     ),
+    # the same with G's diagonal only (second moments), and on random token ids instead of text
+    Method("self:gram-diag", data_aware=True, calibration="self", experiment="gram-diag"),
+    Method("random:gram", experiment="gram-random"),
+    Method("random:gram-diag", experiment="gram-diag-random"),
+    # the library's data-aware HQQ (a dataset given: the error weighted by the activations' second moments), on
+    # real text, self-written text and random token ids; and NNCF's GPTQ + scale estimation on self-written text
+    Method("hqq-moments", {"hqq": True}, data_aware=True),
+    Method("self:hqq-moments", {"hqq": True}, data_aware=True, calibration="self"),
+    Method("random:hqq-moments", {"hqq": True}, data_aware=True, calibration="random"),
+    Method(
+        "self:hqq-auto-moments",
+        {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="auto")},
+        data_aware=True,
+        calibration="self",
+    ),
+    Method("self:gptq+se", {"gptq": True, "scale_estimation": True}, data_aware=True, calibration="self"),
     # optimum-intel's dataset="auto": its 128 self-written texts of 32 tokens, NNCF's AWQ + scale estimation
     Method("auto:awq+se", {"awq": True, "scale_estimation": True}, data_aware=True, calibration="auto"),
     Method("auto:awq+se+hqq-default", {"awq": True, "scale_estimation": True, "hqq": True}, True, calibration="auto"),
@@ -248,10 +264,13 @@ def compress_model(
         given["equalization_params"] = dataclasses.replace(equalization, bos_token_id=bos_token_id(ir_file.parent))
     advanced = dataclasses.replace(advanced, **given)
     start = time.perf_counter()
-    if method.experiment == "gram":
+    if method.experiment is not None and method.experiment.startswith("gram"):
         from benchmarks.experiments import gram_experiment
 
-        model = gram_experiment.compress(ir_file, mode, group_size, dataset, advanced, **kwargs, **extra)
+        variant = dict(diagonal="diag" in method.experiment)
+        if "random" in method.experiment:
+            variant.update(random_tokens=32, bos_token_id=bos_token_id(ir_file.parent))
+        model = gram_experiment.compress(ir_file, mode, group_size, dataset, advanced, **variant, **kwargs, **extra)
         return model, time.perf_counter() - start
     if method.equalize is not None:
         from benchmarks import equalization_experiments

@@ -66,6 +66,7 @@ from nncf_hqq.calibration.parameters import SelfCalibrationParameters
 from nncf_hqq.calibration.parameters import bos_token_id
 from nncf_hqq.calibration.self_written import SelfWrittenData
 from nncf_hqq.calibration.self_written import self_written_data
+from nncf_hqq.equalization.statistics import random_token_batches
 
 DEFAULT_METHODS = [FULL_PRECISION, "rtn", "hqq-default", "awq-df+rtn", "awq-df+hqq-default", "hqq-f16zp", "hqq-offset"]
 QUICK_METHODS = [FULL_PRECISION, "rtn", "hqq-default"]
@@ -113,6 +114,10 @@ class CalibrationData:
     def dataset(self, run_method: Method) -> nncf.Dataset:
         if run_method.calibration == "self":
             return self.self_written(run_method.self_params).dataset
+        if run_method.calibration == "random":  # no text: windows of BOS and random token ids, 32 x 128
+            model = ov.Core().read_model(self._ir_file)
+            bos = bos_token_id(self._ir_file.parent)
+            return nncf.Dataset(list(random_token_batches(model, 32, 128, 0, bos)))
         return self.auto[0] if run_method.calibration == "auto" else self.text
 
 

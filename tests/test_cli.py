@@ -27,6 +27,11 @@ def _weights(model_dir: Path) -> list[np.ndarray]:
     return [constant_value(op) for op in model.get_ordered_ops() if op.get_type_name() == "Constant"]
 
 
+def _squashed(table: str) -> str:
+    """A printed table's text without spaces, line breaks and box characters (a long cell wraps onto two lines)."""
+    return "".join(c for c in table if c.isalnum() or c in ".()")
+
+
 def _tree(path: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*")}
 
@@ -92,14 +97,74 @@ def test_self_calibration_writes_text_with_the_model_and_records_its_cost(tiny_l
     model = ov.Core().read_model(tmp_path / "first" / "openvino_model.xml")
     info = lambda *path: model.get_rt_info(["nncf", "weight_compression", *path]).astype(str)
     assert info("hqq", "calibration") == "self" and info("awq") == "True" and info("scale_estimation") == "True"
-    assert "writing calibration text" in capsys.readouterr().out
+    assert "writingcalibrationtext" in _squashed(capsys.readouterr().out)
     # a second run takes the text from the cache beside the export and compresses to the same weights
     assert len(list((tmp_path / "cache" / "self-written").glob("*.npz"))) == 1
     assert cli.main([*args, "--dst", str(tmp_path / "second")]) == 0
     assert json.loads((tmp_path / "second" / METADATA_FILE).read_text())["calibration"]["cached"]
-    assert "calibration text from the cache" in capsys.readouterr().out
+    assert "calibrationtextfromthecache" in _squashed(capsys.readouterr().out)
     for first, second in zip(_weights(tmp_path / "first"), _weights(tmp_path / "second"), strict=True):
         np.testing.assert_array_equal(first, second)
+
+
+@pytest.fixture
+def tiny_ir_with_tokenizer(tiny_ir_dir, tmp_path) -> Path:
+    """The tiny IR directory with a byte-level tokenizer (one token per byte, ids < 256 within its 512)."""
+    import shutil
+
+    from tokenizers import Tokenizer
+    from tokenizers import decoders
+    from tokenizers import models
+    from tokenizers import pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    ir_dir = tmp_path / "tiny-ir"
+    shutil.copytree(tiny_ir_dir, ir_dir)
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    tokenizer = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(sorted(alphabet))}, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer).save_pretrained(ir_dir)
+    return ir_dir
+
+
+@pytest.mark.slow
+def test_calibration_text_file_weighs_hqq_by_its_activations(tiny_ir_with_tokenizer, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("Ships carry INT4 models across the sea of tokens, one window at a time. " * 40)
+    before = text.read_bytes()
+    dst = tmp_path / "out"
+    args = ["compress", "--src", str(tiny_ir_with_tokenizer), "--dst", str(dst), "--group-size", "32"]
+    assert cli.main([*args, "--calibration", str(text)]) == 0
+    assert text.read_bytes() == before
+    assert json.loads((dst / METADATA_FILE).read_text())["parameters"]["calibration"] == str(text)
+    model = ov.Core().read_model(dst / "openvino_model.xml")
+    info = lambda key: model.get_rt_info(["nncf", "weight_compression", "hqq", key]).astype(str)
+    windows = min(32, len(before) // 127)  # one byte a token, BOS then 127 tokens a window (the tiny Llama's BOS: 1)
+    assert info("objective") == "activation-weighted" and info("activation_moments_tokens") == str(windows * 128)
+    data_free = tmp_path / "data-free"
+    assert (
+        cli.main(["compress", "--src", str(tiny_ir_with_tokenizer), "--dst", str(data_free), "--group-size", "32"]) == 0
+    )
+    assert any(not np.array_equal(a, b) for a, b in zip(_weights(dst), _weights(data_free), strict=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("content", "message"), [(b"caf\xe9 au lait " * 200, "not UTF-8"), (b"too short", "fewer than one window")]
+)
+def test_bad_calibration_text_is_a_one_line_error_with_exit_code_2(
+    content, message, tiny_ir_with_tokenizer, tmp_path, capsys
+):
+    text = tmp_path / "calibration.txt"
+    text.write_bytes(content)
+    dst = tmp_path / "out"
+    args = ["compress", "--src", str(tiny_ir_with_tokenizer), "--dst", str(dst), "--calibration", str(text)]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not dst.exists() and text.read_bytes() == content
+    assert not any(p.name.startswith(".out") for p in tmp_path.iterdir())
 
 
 @pytest.mark.slow
@@ -128,6 +193,7 @@ def test_openvino_ir_source_is_only_read_and_can_be_recompressed_to_int8(tiny_ir
         (["--method", "rtn", "--calibration", "self"], "HQQ options"),
         (["--bits", "8", "--calibration", "self"], "4-bit compression only"),
         (["--awq", "--calibration", "self"], "drop --awq"),
+        (["--calibration", "/no/such/text.txt"], "or a text file"),
     ],
 )
 def test_bad_input_is_a_one_line_error_with_exit_code_2(args, message, tmp_path, capsys):

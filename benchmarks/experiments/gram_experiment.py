@@ -94,11 +94,15 @@ def _refit(w, s, z, g):
     return np.where((den > 0) & (num > 0), num / np.maximum(den, 1e-30), s).astype(np.float32)
 
 
-def data_aware_solution(weight: np.ndarray, gram: np.ndarray, group: int, hqq: CompressedWeight, refits: int):
+def data_aware_solution(
+    weight: np.ndarray, gram: np.ndarray, group: int, hqq: CompressedWeight, refits: int, diagonal: bool = False
+):
     out, n_in = weight.shape
     grouped = lambda x: np.ascontiguousarray(x.reshape(out, n_in // group, -1).transpose(1, 0, 2))
     w = grouped(weight.astype(np.float32))
     g = _blocks(gram, group)
+    if diagonal:  # the second moments only: e^T diag(G_k) e
+        g = g * np.eye(group, dtype=np.float32)
     g = g / max(float(np.trace(g.sum(0))), 1e-30)  # scale-free
     lo, hi = np.minimum(w.min(-1, keepdims=True), 0), np.maximum(w.max(-1, keepdims=True), 0)
     s_rtn = np.maximum((hi - lo) / 15.0, np.finfo(np.float32).eps)
@@ -123,8 +127,14 @@ def data_aware_solution(weight: np.ndarray, gram: np.ndarray, group: int, hqq: C
     )
 
 
-def compress(ir_file, mode: str, group_size: int, dataset: nncf.Dataset, advanced, refits: int = 2, **kwargs):
-    """The experiment's compressed model (INT4_ASYM only)."""
+def compress(
+    ir_file, mode: str, group_size: int, dataset: nncf.Dataset | None, advanced, refits: int = 2,
+    diagonal: bool = False, random_tokens: int = 0, bos_token_id: int | None = None, **kwargs,
+):  # fmt: skip
+    """
+    The experiment's compressed model (INT4_ASYM only). `diagonal`: G's diagonal only; `random_tokens` > 0: the
+    statistics on that many windows of 128 random token ids after BOS instead of `dataset`.
+    """
     if mode != "int4_asym":
         raise nncf.ValidationError("the Gram experiment is INT4_ASYM only")
     core = ov.Core()
@@ -133,6 +143,10 @@ def compress(ir_file, mode: str, group_size: int, dataset: nncf.Dataset, advance
     model = core.read_model(ir_file)
     constants = {op.get_friendly_name(): op for op in model.get_ordered_ops() if op.get_type_name() == "Constant"}
     fold(plan, constants)
+    if random_tokens:
+        from nncf_hqq.equalization.statistics import random_token_batches
+
+        dataset = nncf.Dataset(list(random_token_batches(model, random_tokens, 128, 0, bos_token_id)))
     grams = collect_grams(model, dataset)
     original = HQQWeightTask.solve
 
@@ -143,7 +157,7 @@ def compress(ir_file, mode: str, group_size: int, dataset: nncf.Dataset, advance
         if gram is None or config.num_bits != 4 or not config.is_asym_mode or tuple(site.reduction_axes) != (1,):
             return hqq
         group = config.group_size if config.group_size != -1 else weight.shape[1]
-        return data_aware_solution(weight.as_numpy_tensor().data, gram, group, hqq, refits)
+        return data_aware_solution(weight.as_numpy_tensor().data, gram, group, hqq, refits, diagonal)
 
     none = dataclasses.replace(advanced, equalization_params=AdvancedEqualizationParameters(EqualizationMethod.NONE))
     none = dataclasses.replace(none, offload_codes=False)

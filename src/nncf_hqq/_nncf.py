@@ -209,7 +209,7 @@ class _OVBackend(OVWeightCompressionAlgoBackend):
         self.name_to_node_mapping.update(session.equalize(model, sites, _constants(self), materialize=False))
         sites = [_site(self, wp) for wp in weights]  # the constants equalization replaced
         precomputed = arguments.get("precomputed_compressed_weights")
-        solved_now = session.plan(sites, precomputed)
+        solved_now = session.plan(model, sites, precomputed)
         if session.settings.eager:  # solved before the transform: each weight read now, and again by NNCF
             precomputed = arguments["precomputed_compressed_weights"] = dict(precomputed or {})
             by_name = {wp.weight_name: wp for wp in weights}

@@ -154,6 +154,8 @@ def _resolve_settings(model: TModel, arguments: dict[str, Any]) -> SessionSettin
         equalize_at = "precision"
     else:
         equalize_at = "transform"
+    moments_dataset = arguments["dataset"] if hqq_params.activation_moments else None
+    rt_info.update(objective="activation-weighted" if moments_dataset is not None else "data-free")
     rule = EqualizationRule.from_parameters(equalization_params)
     # NNCF's own parameters class (or none) gets nncf-hqq's default: the codes in mapped files
     offload_codes = getattr(advanced_parameters, "offload_codes", AdvancedCompressionParameters.offload_codes)
@@ -168,6 +170,8 @@ def _resolve_settings(model: TModel, arguments: dict[str, Any]) -> SessionSettin
         equalize_at=equalize_at,
         offload_codes=offload_codes,
         offload_dir=None if offload_dir is None else str(offload_dir),
+        moments_dataset=moments_dataset,
+        moments_subset_size=arguments["subset_size"],
     )
 
 

@@ -5,16 +5,21 @@ storing its codes and float zero points, and undoing every graph edit on failure
 """
 
 import functools
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
+import nncf
 import openvino as ov
+from nncf.common.logging import nncf_logger
 from nncf.tensor import Tensor
 
 from nncf_hqq._nncf import CompressedWeight
 from nncf_hqq._nncf import WeightSite
 from nncf_hqq._nncf import codes_constant_name
 from nncf_hqq._nncf import read_constant
+from nncf_hqq.activation_moments import scaled_by_factors
+from nncf_hqq.activation_moments import weight_input_moments
 from nncf_hqq.code_packing import carries_codes
 from nncf_hqq.code_packing import with_codes_as_constant_data
 from nncf_hqq.codes_offload import CodesOffload
@@ -46,6 +51,8 @@ class SessionSettings:
         `CompressionSession`).
     :param offload_codes: Keep the codes of the compressed weights in mapped files (`nncf_hqq.codes_offload`).
     :param offload_dir: Where those files go; None: the system's temporary directory.
+    :param moments_dataset: The dataset whose activations weigh HQQ's objective (`nncf_hqq.activation_moments`),
+        measured on its first `moments_subset_size` samples when NNCF's transform starts; None: data-free HQQ.
     """
 
     hqq: HQQ
@@ -56,6 +63,8 @@ class SessionSettings:
     equalize_at: str = "transform"
     offload_codes: bool = False
     offload_dir: str | None = None
+    moments_dataset: nncf.Dataset | None = None
+    moments_subset_size: int = 128
 
 
 class CompressionSession:
@@ -88,6 +97,7 @@ class CompressionSession:
         self._lazy_factors: set[str] = set()  # weight constants the plan scales as they are compressed
         self._offload: CodesOffload | None = None
         self._matmuls: dict[str, ov.Node | None] = {}  # by weight constant, for zero point offsets
+        self.moments_tokens = 0  # tokens the activation moments were measured on
 
     @staticmethod
     def check_weight(weight_name: str, weight: Tensor) -> None:
@@ -120,10 +130,33 @@ class CompressionSession:
         folded = [name for name in plan.factors if name not in self._lazy_factors]
         return fold(plan, constants, folded, read_constant, self.journal)
 
-    def plan(self, sites: list[WeightSite], precomputed: dict | None) -> list[WeightSite]:
-        """HQQ's tasks for the weights NNCF is about to compress; returns the sites HQQ solves, in order."""
-        self._tasks = self.settings.hqq.plan(sites, precomputed)
+    def plan(self, model: ov.Model, sites: list[WeightSite], precomputed: dict | None) -> list[WeightSite]:
+        """
+        HQQ's tasks for the weights NNCF is about to compress, with `moments_dataset` weighted by the second moments
+        of their activations, measured now on `model` as NNCF is about to compress it (the equalization folded, or
+        left to be applied as each weight is read: its factors then applied to the moments); returns the sites
+        HQQ solves, in order.
+        """
+        moments = self._measure_moments(model, sites) if self.settings.moments_dataset is not None else None
+        self._tasks = self.settings.hqq.plan(sites, precomputed, moments)
         return [site for site in sites if site.name in self._tasks]
+
+    def _measure_moments(self, model: ov.Model, sites: list[WeightSite]) -> dict[str, Any]:
+        weights = {
+            site.constant_name: site.matmul for site in sites if site.config is not None and site.config.is_integer
+        }
+        samples = itertools.islice(
+            self.settings.moments_dataset.get_inference_data(), self.settings.moments_subset_size
+        )
+        try:
+            moments, self.moments_tokens = weight_input_moments(model, weights, samples)
+        except ValueError as error:
+            raise nncf.ValidationError(f"HQQ cannot measure the activations on the dataset: {error}") from error
+        for name in self._lazy_factors & set(moments):
+            axis = next(site.axis for site in sites if site.constant_name == name)
+            moments[name] = scaled_by_factors(moments[name], self.equalization_plan.factors[name].get(axis))
+        nncf_logger.info(f"HQQ weighs {len(moments)} weights by their activations on {self.moments_tokens} tokens.")
+        return moments
 
     def solve_before_transform(self, site: WeightSite, weight: Tensor) -> CompressedWeight:
         """
@@ -201,10 +234,12 @@ class CompressionSession:
         `EqualizationMethod.AUTO` how many groups kept each candidate (`equalization_chosen_<candidate>`).
         """
         plan = self.equalization_plan
+        measured = {"activation_moments_tokens": self.moments_tokens} if self.moments_tokens else {}
         if plan is None:
-            return {}
+            return measured
         chosen = list(plan.chosen.values())
         return {
+            **measured,
             "equalized_groups": len(plan.equalized),
             "equalization_skipped_groups": len(plan.skipped),
             **{f"equalization_chosen_{name}": chosen.count(name) for name in dict.fromkeys(chosen)},

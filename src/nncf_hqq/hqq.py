@@ -41,6 +41,7 @@ class HQQWeightTask:
     params: AdvancedHQQParameters
     initial: CompressedWeight | None = None  # starting scale and zero point (scale estimation's); RTN's when None
     input_importance: Tensor | None = None  # per input channel, see `HQQ.calculate_compressed_weight`
+    input_moments: Tensor | None = None  # per input channel, see `HQQ.calculate_compressed_weight`
 
     def solve(self, site: WeightSite, weight: Tensor, allocate_codes: CodesAllocator | None = None) -> CompressedWeight:
         """
@@ -58,6 +59,7 @@ class HQQWeightTask:
             initial_zero_point=None if self.initial is None else self.initial.zero_point,
             input_importance=self.input_importance,
             allocate_codes=allocate_codes,
+            input_moments=self.input_moments,
         )
         if not np.isfinite(compressed.scale.as_numpy_tensor().data).all():  # a group with a NaN or infinite weight
             raise nncf.ValidationError(_non_finite_weight_message(site.name))
@@ -91,7 +93,10 @@ class HQQ:
         return site.config is not None and site.config.mode in SUPPORTED_MODES
 
     def plan(
-        self, sites: list[WeightSite], precomputed_compressed_weights: dict[str, CompressedWeight] | None = None
+        self,
+        sites: list[WeightSite],
+        precomputed_compressed_weights: dict[str, CompressedWeight] | None = None,
+        input_moments: dict[str, np.ndarray] | None = None,
     ) -> dict[str, HQQWeightTask]:
         """
         Decides, without reading any weight, which weights HQQ compresses and how; each task then solves its
@@ -101,6 +106,8 @@ class HQQ:
         :param precomputed_compressed_weights: Parameters from an earlier algorithm (scale estimation). HQQ keeps
             them as they are (its kernel computes the codes for them), or with `refine_scale_estimation` starts from
             them and keeps them where it cannot improve.
+        :param input_moments: Per weight constant, the second moments of the activations along its reduction axis
+            (`nncf_hqq.activation_moments`): that weight's parameters minimise the expected output error.
         :return: A task per weight HQQ compresses, by weight name.
         """
         precomputed = precomputed_compressed_weights or {}
@@ -144,10 +151,19 @@ class HQQ:
                 params = integer_params
             else:
                 params = self._params
+            moments = (input_moments or {}).get(site.constant_name)
+            if moments is not None and (
+                site.axis is None
+                or site.constant is None
+                or params is keep
+                or moments.shape[0] != site.constant.get_output_shape(0)[site.axis]
+            ):
+                moments = None  # kept parameters, or not along the MatMul's input channels
             tasks[site.name] = HQQWeightTask(
                 params,
                 initial if initial is not None and initial.scale is not None else None,
                 None if norm_scale is None else Tensor(norm_scale * norm_scale),
+                None if moments is None else Tensor(moments),
             )
         return tasks
 
@@ -161,6 +177,7 @@ class HQQ:
         initial_zero_point: Tensor | None = None,
         input_importance: Tensor | None = None,
         allocate_codes: CodesAllocator | None = None,
+        input_moments: Tensor | None = None,
     ) -> CompressedWeight:
         """
         Scale and zero point of one weight, in NNCF's layout (that of `calculate_integer_quantization_params` on
@@ -179,6 +196,10 @@ class HQQ:
             last): the solver writes them there (4-bit codes two a byte when it gives half the bytes) and the
             returned codes are the Tensor it gives, so that they are held once (e.g. by an OpenVINO constant that
             shares them).
+        :param input_moments: The second moments E[x_k^2] of the activations along the (single) reduction axis
+            (the MatMul's input channels): each group's parameters are then the ones of least expected output
+            error sum_k E[x_k^2] (W_k - s (Q_k - z))^2 among HQQ's and a grid of clipped RTN scales, each refitted
+            by weighted least squares (`nncf_hqq.solver`); None: HQQ's.
         :return: The scale (float32); the zero point: int32 on the integer grid, float32 for the FLOAT16 and
             OFFSET zero point storages, None for symmetric modes; the codes in the grouped weight's layout,
             Q = clip(round(W / s + z), 0, 2^b - 1) uint8 (asymmetric modes) or clip(round(W / s), -2^(b-1),
@@ -192,16 +213,13 @@ class HQQ:
         weight = weight.as_numpy_tensor()
         if weight.dtype not in (TensorDataType.float16, TensorDataType.float32):
             weight = weight.astype(TensorDataType.float32)
-        importance = None
-        if input_importance is not None and len(reduction_axes) == 1:
-            axis = reduction_axes[0] % weight.ndim
-            shape = [1] * weight.ndim
-            shape[axis] = -1
-            importance = input_importance.as_numpy_tensor().astype(TensorDataType.float32).reshape(tuple(shape))
-            importance = importance * fns.ones_like(weight)  # float32, broadcast to the weight's shape
+        importance = _per_weight(input_importance, weight, reduction_axes)
+        moments = _per_weight(input_moments, weight, reduction_axes)
         if config.group_size != -1:
             if importance is not None:
                 importance, _ = reshape_weight_for_grouped_quantization(importance, reduction_axes, config.group_size)
+            if moments is not None:
+                moments, _ = reshape_weight_for_grouped_quantization(moments, reduction_axes, config.group_size)
             weight, axis = reshape_weight_for_grouped_quantization(weight, reduction_axes, config.group_size)
             reduction_axes = (axis,)
         if config.is_asym_mode and initial_scale is not None and initial_zero_point is None:
@@ -210,6 +228,7 @@ class HQQ:
 
         rows = _RowsAlongLastAxis(weight.shape, reduction_axes)
         importance = None if importance is None else rows.to_rows(importance)
+        moments = None if moments is None else rows.to_rows(moments)
         given = None
         if allocate_codes is not None and rows.keeps_layout:
             given = allocate_codes(tuple(weight.shape), np.uint8 if config.is_asym_mode else np.int8)
@@ -223,10 +242,13 @@ class HQQ:
                 params,
                 importance,
                 codes=out,
+                moments=moments,
             )
         else:
             scale = None if initial_scale is None else rows.to_rows(initial_scale.astype(TensorDataType.float32))
-            scale, codes = solve_symmetric_fused(rows.to_rows(weight), scale, config.num_bits, params, codes=out)
+            scale, codes = solve_symmetric_fused(
+                rows.to_rows(weight), scale, config.num_bits, params, codes=out, moments=moments
+            )
             zero_point = None
         codes = rows.values_from_rows(codes) if given is None else given[0]
 
@@ -235,6 +257,16 @@ class HQQ:
             integer = params.zero_point_storage == HQQZeroPointStorage.INTEGER
             zero_point = rows.from_rows(zero_point.astype(TensorDataType.int32) if integer else zero_point)
         return CompressedWeight(codes, scale, zero_point)
+
+
+def _per_weight(per_channel: Tensor | None, weight: Tensor, reduction_axes: tuple[int, ...]) -> Tensor | None:
+    """A vector along the (single) reduction axis broadcast to the weight's shape, float32; None if not given."""
+    if per_channel is None or len(reduction_axes) != 1:
+        return None
+    shape = [1] * weight.ndim
+    shape[reduction_axes[0] % weight.ndim] = -1
+    vector = per_channel.as_numpy_tensor().astype(TensorDataType.float32).reshape(tuple(shape))
+    return vector * fns.ones_like(weight)  # float32, broadcast to the weight's shape
 
 
 def _takes_zero_point_offset(site: WeightSite) -> bool:

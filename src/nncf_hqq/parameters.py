@@ -17,6 +17,11 @@ from nncf_hqq.validation import enum_from_string
 
 # Relative step of the scale expansion search: the candidate scales are (1 + SCALE_SEARCH_STEP k) s_RTN.
 SCALE_SEARCH_STEP = 0.02
+# With the activations' second moments (a dataset): the factors f of RTN's scale (NNCF's symmetric one) that compete
+# with the solver's scale for the least expected output error, and the weighted least-squares refits of each
+# (NNCF's scale estimation's grid, 1 down to 0.55).
+MOMENT_GRID = tuple(1.0 - 0.05 * k for k in range(10))
+MOMENT_REFITS = 2
 
 
 class HQQZeroPointStorage(Enum):
@@ -68,6 +73,10 @@ class AdvancedHQQParameters:
     :param norm_importance: Weight the scale search's squared errors of each input channel by the square of the
         scale vector of the normalisation layer (RMSNorm/LayerNorm) feeding the MatMul, when there is one: a
         data-free proxy for the magnitude of the activations the channel multiplies.
+    :param activation_moments: With a dataset, weigh each weight's error by the second moments of the activations it
+        multiplies (measured on the dataset in one pass): per group, the parameters of least expected output error
+        sum_k E[x_k^2] (W_k - s (Q_k - z))^2 among HQQ's and RTN's scale times `MOMENT_GRID`, each refitted by
+        weighted least squares. False: HQQ's data-free objective even with a dataset.
     :param clip_extremes: Let the integer-zero-point and symmetric solvers shrink a group's scale so far that the
         group's largest weights are clipped. It lowers the lp error, but clipping large weights hurts perplexity.
     """
@@ -82,6 +91,7 @@ class AdvancedHQQParameters:
     refine_scale_estimation: bool = False
     clip_extremes: bool = False
     norm_importance: bool = False
+    activation_moments: bool = True
 
     def validate(self) -> None:
         """Raises nncf.ValidationError naming the first invalid field and what to change."""
@@ -92,7 +102,7 @@ class AdvancedHQQParameters:
         check_real(field("lp_norm"), self.lp_norm, "a number in (0, 1]", lambda x: 0.0 < x <= 1.0)
         check_real(field("beta"), self.beta, "a positive finite number", lambda x: x > 0.0)
         check_real(field("kappa"), self.kappa, "a positive finite number", lambda x: x > 0.0)
-        for name in ("refine_scale_estimation", "clip_extremes", "norm_importance"):
+        for name in ("refine_scale_estimation", "clip_extremes", "norm_importance", "activation_moments"):
             check_bool(field(name), getattr(self, name))
         check_enum(field("zero_point_storage"), self.zero_point_storage, HQQZeroPointStorage)
 

@@ -13,7 +13,6 @@ from nncf_hqq.cli.errors import EXIT_INTERRUPTED
 from nncf_hqq.cli.errors import EXIT_USER_ERROR
 from nncf_hqq.cli.errors import interrupted
 from nncf_hqq.cli.errors import user_message
-from nncf_hqq.cli.options import CALIBRATIONS
 from nncf_hqq.cli.options import CompressionOptions
 from nncf_hqq.cli.pipeline import compress_llm
 from nncf_hqq.equalization.parameters import AdvancedEqualizationParameters
@@ -67,9 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compress.add_argument(
         "--calibration",
-        choices=CALIBRATIONS,
         default="none",
-        help="self: the model writes its own calibration text for AWQ and scale estimation before HQQ (slower)",
+        metavar="{none,self,FILE}",
+        help="self: the model writes its own calibration text for AWQ and scale estimation before HQQ (slower); "
+        "FILE: a UTF-8 text file whose activations weigh HQQ's error",
     )
     compress.add_argument("--seed", type=_seed, default=0, help="seed of every random generator, 0 to 2^32 - 1")
     compress.add_argument("--overwrite", action="store_true", help="replace a non-empty --dst")

@@ -8,8 +8,10 @@ import nncf
 import openvino as ov
 from nncf.quantization.advanced_parameters import GroupSizeFallbackMode
 
+from nncf_hqq.calibration.dataset import stateful_llm_dataset
 from nncf_hqq.calibration.parameters import SelfCalibrationParameters
 from nncf_hqq.calibration.parameters import bos_token_id
+from nncf_hqq.calibration.text_file import text_file_windows
 from nncf_hqq.cli.lm_head import lm_head_node_names
 from nncf_hqq.equalization.parameters import AdvancedEqualizationParameters
 from nncf_hqq.parameters import AdvancedCompressionParameters
@@ -37,8 +39,9 @@ class CompressionOptions:
         the solver's default.
     :param equalization: HQQ equalization, "none", "power", "sinkhorn" or "auto" (`EqualizationMethod`); None: the
         default.
-    :param calibration: "none" (data-free) or "self": the model writes its own calibration text, on which AWQ and
-        scale estimation run before HQQ (`nncf_hqq.calibration`).
+    :param calibration: "none" (data-free); "self": the model writes its own calibration text, on which AWQ and
+        scale estimation run before HQQ (`nncf_hqq.calibration`); or the path of a UTF-8 text file, tokenized with
+        the model's tokenizer into windows (`nncf_hqq.calibration.text_file`) that HQQ's objective is weighted by.
     :param seed: Seed of every random generator involved (the pipeline is deterministic for a fixed seed).
     """
 
@@ -74,8 +77,9 @@ class CompressionOptions:
             raise nncf.ValidationError(f"--ratio must be in (0, 1], got {self.ratio}.")
         if self.bits == 8 and (self.ratio != 1.0 or self.awq or self.calibration != "none"):
             raise nncf.ValidationError("--ratio, --awq and --calibration apply to 4-bit compression only.")
-        if self.calibration not in CALIBRATIONS:
-            raise nncf.ValidationError(f"--calibration must be one of {CALIBRATIONS}, got {self.calibration}.")
+        if self.calibration not in CALIBRATIONS and not Path(self.calibration).is_file():
+            msg = f"--calibration must be one of {CALIBRATIONS} or a text file, got {self.calibration} (no such file)."
+            raise nncf.ValidationError(msg)
         if self.awq and self.calibration == "self":
             msg = "--calibration self runs AWQ on the model's own text: drop --awq (data-free AWQ)."
             raise nncf.ValidationError(msg)
@@ -134,7 +138,10 @@ class CompressionOptions:
             kwargs["ignored_scope"] = nncf.IgnoredScope(names=lm_head_node_names(model))
         if self.method == "hqq":
             self_calibration = None
-            if self.calibration == "self":
+            if self.calibration not in CALIBRATIONS:  # a text file
+                ids = text_file_windows(Path(self.calibration), model_dir, bos_token_id(model_dir))
+                kwargs["dataset"] = stateful_llm_dataset(ids, model)
+            elif self.calibration == "self":
                 bos = None if model_dir is None else bos_token_id(model_dir)
                 self_calibration = SelfCalibrationParameters(seed=self.seed, bos_token_id=bos, cache_dir=cache_dir)
             equalization = self.equalization_params()

@@ -3,21 +3,18 @@ The second moments of the inputs of the scale groups, E[x_j^2] per input column,
 language model run on a few windows of its BOS token and uniformly random tokens of its vocabulary, no text. They
 stand in for the activations' magnitudes in `EqualizationMethod.AUTO`'s estimate of each candidate's output error.
 
-Running the model compiles a copy of it: the pass needs about the float model's size in memory while it runs.
+Running the model compiles a copy of it (`nncf_hqq.activation_moments`): about the float model's size in memory while
+it runs.
 """
 
 from collections.abc import Iterator
 
 import numpy as np
 import openvino as ov
-from nncf.common.logging import nncf_logger
-from openvino import opset13 as opset
 
+from nncf_hqq.activation_moments import second_moments as activation_second_moments
 from nncf_hqq.equalization.patterns import ScaleGroup
 from nncf_hqq.openvino_graph import constant_through_converts
-
-# OpenVINO's own threads run the model; float32 so that the moments do not depend on the machine's precision
-_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 
 
 def token_inputs(model: ov.Model) -> tuple[int, dict[str, ov.Output]] | None:
@@ -95,37 +92,8 @@ def input_second_moments(
 
 
 def second_moments(model: ov.Model, groups: list[ScaleGroup], batches) -> dict[str, np.ndarray]:
-    """
-    Per scale group, the mean of x_j^2 over every token of `batches` (the model's inputs, each from an empty
-    state): a copy of the model whose outputs are, per group, the sums of x_j^2 over its input's tokens (the
-    model's own outputs, and what only they need, dropped).
-    """
-    probe = model.clone()
-    # the clone's ops in the same order as the model's (auto-generated names are not kept by a clone)
-    position = {op.get_instance_id(): i for i, op in enumerate(model.get_ordered_ops())}
-    cloned = probe.get_ordered_ops()
-    results = []
-    for group in groups:
-        x = cloned[position[group.matmuls[0].get_instance_id()]].input_value(0)
-        token_axes = list(range(x.get_partial_shape().rank.get_length() - 1))
-        squares = opset.multiply(opset.convert(x, ov.Type.f32), opset.convert(x, ov.Type.f32))
-        results.append(opset.result(opset.reduce_sum(squares, opset.constant(token_axes, ov.Type.i64), False)))
-    own = list(probe.get_results())
-    probe.add_results(results)
-    for result in own:  # the model's outputs (the logits: for a large vocabulary, its largest MatMul) are not needed
-        probe.remove_result(result)
-    compiled = ov.Core().compile_model(probe, "CPU", _CONFIG)
-    first = 0
-    request = compiled.create_infer_request()
-    sums = np.zeros((len(groups),), object)
-    tokens = 0
-    for inputs in batches:
-        request.reset_state()
-        request.infer(inputs)
-        for i in range(len(groups)):
-            total = np.asarray(request.get_output_tensor(first + i).data, np.float64)
-            sums[i] = total if tokens == 0 else sums[i] + total
-        tokens += inputs["input_ids"].size
-    del request, compiled, probe
-    nncf_logger.debug(f"Equalization: input second moments of {len(groups)} groups on {tokens} tokens")
-    return {g.name: (s / tokens).astype(np.float32) for g, s in zip(groups, sums, strict=True)}
+    """Per scale group (by name), the mean of x_j^2 over every token of `batches` for each input column j of its
+    MatMuls (`nncf_hqq.activation_moments.second_moments`)."""
+    values = [group.matmuls[0].input_value(0) for group in groups]
+    moments, _ = activation_second_moments(model, values, batches)
+    return {g.name: m for g, m in zip(groups, moments, strict=True)}

@@ -135,6 +135,55 @@ def _scale_expansion_search(w, a, weighted, group_min, group_max, scale, q_max, 
     return best_scale, best_zero_point
 
 
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _weighted_error(w, a, scale, zero_point, q_max):
+    """sum a (W - s (Q - z))^2 with Q = clip(round(W / s + z), 0, q_max): the group's expected output error."""
+    total = np.float32(0.0)
+    inverse = np.float32(1.0) / scale
+    for j in range(w.shape[0]):
+        level = min(max(np.rint(w[j] * inverse + zero_point), np.float32(0.0)), q_max) - zero_point
+        error = w[j] - scale * level
+        total += a[j] * error * error
+    return total
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _weighted_refit(w, a, scale, zero_point, q_max):
+    """The scale of least sum a (W - s L)^2 for the levels L = Q - z of `scale`: <a L, W> / <a L, L> (kept when
+    that is not of the scale's sign)."""
+    numerator, denominator = np.float32(0.0), np.float32(0.0)
+    inverse = np.float32(1.0) / scale
+    for j in range(w.shape[0]):
+        level = min(max(np.rint(w[j] * inverse + zero_point), np.float32(0.0)), q_max) - zero_point
+        numerator += a[j] * level * w[j]
+        denominator += a[j] * level * level
+    ratio = numerator / max(denominator, np.float32(1e-30))
+    return ratio if denominator > 0 and ratio * scale > 0 else scale
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _weighted_choice(w, a, scale, zero_point, grid_scale, grid_zero_point, q_max, grid, refits):
+    """
+    The (s, z) of least expected output error sum a (W - s (Q - z))^2 among the solver's (`scale`, `zero_point`)
+    and the grid's (f `grid_scale`, `grid_zero_point`) for f in `grid`, each also after `refits` weighted
+    least-squares refits of its scale (`_weighted_refit`).
+    """
+    best_scale, best_zero_point = scale, zero_point
+    best_error = _weighted_error(w, a, scale, zero_point, q_max)
+    for k in range(grid.shape[0] + 1):
+        s = scale if k == 0 else grid_scale * grid[k - 1]
+        z = zero_point if k == 0 else grid_zero_point
+        for refit in range(refits + 1):
+            if refit > 0:
+                s = _weighted_refit(w, a, s, z, q_max)
+            elif k == 0:
+                continue  # the solver's own, evaluated above
+            error = _weighted_error(w, a, s, z, q_max)
+            if error < best_error:
+                best_scale, best_zero_point, best_error = s, z, error
+    return best_scale, best_zero_point
+
+
 @numba.njit(parallel=True, fastmath=_FASTMATH, error_model="numpy", cache=True)
 def solve_asymmetric(
     weight,
@@ -151,6 +200,8 @@ def solve_asymmetric(
     search_step,
     clip_extremes,
     refit_zero_point,
+    grid,
+    refits,
     codes,
 ):
     """
@@ -161,7 +212,8 @@ def solve_asymmetric(
     :param scale: float32 [groups], the starting scales; [0] to start from NNCF's RTN scales and zero points,
         s = (max(W, 0) - min(W, 0)) / q_max (at least float32 eps), z = clip(-round(min(W, 0) / s), 0, q_max).
     :param zero_point: float32 [groups], the starting (integer-valued) zero points, with `scale`.
-    :param importance: float32 [groups, group size] factors of the search's squared errors, or [0, 0] for none.
+    :param importance: float32 [groups, group size] factors a of the squared errors, or [0, 0] for none: of the
+        scale search's, and the choice among the solver's (s, z) and the grid's (`_weighted_choice`).
     :param q_max: Largest code, 2^bits - 1 (float32).
     :param lp_norm, beta, kappa, num_iterations, clip_extremes: As in `AdvancedHQQParameters`.
     :param patience: A group stops after this many consecutive iterations without a lower phi (`patience` of
@@ -252,6 +304,15 @@ def solve_asymmetric(
                 q_holds_best_codes = error < best_error
                 if q_holds_best_codes:
                     best_zero_point = float_zero_point
+            if weighted and grid.shape[0] + refits > 0:
+                rtn_scale = (group_max - group_min) / q_max
+                rtn_scale = eps if abs(rtn_scale) < eps else rtn_scale
+                rtn_zero_point = min(max(zero - np.rint(group_min / rtn_scale), zero), q_max)
+                chosen = _weighted_choice(
+                    w, a, best_scale, best_zero_point, rtn_scale, rtn_zero_point, q_max, grid, refits
+                )
+                q_holds_best_codes = chosen[0] == best_scale and chosen[1] == best_zero_point and q_holds_best_codes
+                best_scale, best_zero_point = chosen
             best_scales[i], best_zero_points[i] = best_scale, best_zero_point
             if not q_holds_best_codes:  # Q = clip(round(W / s + z)), as `_quantize` computes it
                 for j in range(group_size):
@@ -261,7 +322,22 @@ def solve_asymmetric(
 
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, error_model="numpy", cache=True)
-def solve_symmetric(weight, scale, q_min, q_max, lp_norm, beta, kappa, num_iterations, patience, clip_extremes, codes):
+def solve_symmetric(
+    weight,
+    scale,
+    importance,
+    q_min,
+    q_max,
+    lp_norm,
+    beta,
+    kappa,
+    num_iterations,
+    patience,
+    clip_extremes,
+    grid,
+    refits,
+    codes,
+):
     """
     The solver of `nncf_hqq.solver` for symmetric modes: the best scale per group.
 
@@ -272,10 +348,12 @@ def solve_symmetric(weight, scale, q_min, q_max, lp_norm, beta, kappa, num_itera
     :param weight: [groups, group size], float32 or float16 bits as uint16, each group contiguous.
     :param scale: float32 [groups], the starting scales; [0] to start from NNCF's signed symmetric scales,
         s = |min W| / -q_min if |min W| >= max W, else -max W / -q_min (eps where |s| < float32 eps).
+    :param importance: float32 [groups, group size] factors a of the squared errors for the choice among the
+        solver's scale and the grid's (`_weighted_choice`), or [0, 0] for none.
     :param q_min: Smallest code, -2^(bits - 1) (float32).
     :param q_max: Largest code, 2^(bits - 1) - 1 (float32).
     :param lp_norm, beta, kappa, num_iterations, clip_extremes: As in `AdvancedHQQParameters`.
-    :param patience: As in `solve_asymmetric`.
+    :param patience, grid, refits: As in `solve_asymmetric` (the grid's factors of NNCF's scale).
     :param codes: int8 [groups, group size], filled with the codes of the weights for the best scale:
         Q = clip(round(W / s), q_min, q_max), as NNCF's integer quantization computes them from a given scale; or
         uint8 [groups, group size / 2], two 4-bit codes a byte in two's complement (`_store_codes`).
@@ -284,6 +362,7 @@ def solve_symmetric(weight, scale, q_min, q_max, lp_norm, beta, kappa, num_itera
     """
     num_groups, group_size = weight.shape
     nncf_start = scale.shape[0] != num_groups
+    weighted = importance.shape[0] == num_groups
     best_scales = np.empty(num_groups, np.float32)
     eps = np.finfo(np.float32).eps
     p = np.float32(lp_norm)
@@ -302,11 +381,9 @@ def solve_symmetric(weight, scale, q_min, q_max, lp_norm, beta, kappa, num_itera
             if non_finite != zero:
                 best_scales[i] = np.nan
                 continue
-            if nncf_start:
-                s = (abs(raw_min) if abs(raw_min) >= raw_max else -raw_max) / (-q_min)
-                s = eps if abs(s) < eps else s
-            else:
-                s = scale[i]
+            nncf_scale = (abs(raw_min) if abs(raw_min) >= raw_max else -raw_max) / (-q_min)
+            nncf_scale = eps if abs(nncf_scale) < eps else nncf_scale
+            s = nncf_scale if nncf_start else scale[i]
             if s > zero:  # |s| that keeps the extremes within half a step of [q_min, q_max]
                 no_clip = max(group_max / (q_max + half), -group_min / (half - q_min))
             else:
@@ -336,6 +413,8 @@ def solve_symmetric(weight, scale, q_min, q_max, lp_norm, beta, kappa, num_itera
                 if not clip_extremes:
                     s = max(abs(s), no_clip) * (np.float32(1.0) if s > zero else np.float32(-1.0))
                 b *= kappa
+            if weighted and grid.shape[0] + refits > 0:
+                best_scale, _ = _weighted_choice(w, importance[i], best_scale, z, nncf_scale, z, top, grid, refits)
             best_scales[i] = best_scale
             for j in range(group_size):
                 q[j] = min(max(np.rint(w[j] / best_scale), q_min), q_max)

@@ -12,6 +12,8 @@ from nncf.tensor import Tensor
 
 from nncf_hqq._float16 import kernel_values
 from nncf_hqq._signals import signals_deferred
+from nncf_hqq.parameters import MOMENT_GRID
+from nncf_hqq.parameters import MOMENT_REFITS
 from nncf_hqq.parameters import SCALE_SEARCH_STEP
 from nncf_hqq.parameters import AdvancedHQQParameters
 from nncf_hqq.parameters import HQQZeroPointStorage
@@ -25,6 +27,7 @@ def solve_asymmetric_fused(
     params: AdvancedHQQParameters,
     importance: Tensor | None = None,
     codes: np.ndarray | None = None,
+    moments: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """
     The solver of `nncf_hqq.solver` for asymmetric modes, compiled and fused per group (`nncf_hqq.solver._kernel`).
@@ -35,6 +38,9 @@ def solve_asymmetric_fused(
     :param num_bits: Bit width of the integer grid.
     :param params: Solver parameters, `params.zero_point_storage` among them.
     :param importance: Per-weight factors of the scale search's squared errors, [..., group]; uniform when None.
+    :param moments: Per-weight second moments of the activations each weight multiplies, [..., group]: the
+        parameters are then the ones of least expected output error sum E[x^2] (W - s (Q - z))^2 among the solver's
+        and the grid's (`_weighted_choice`); they also weight the scale search, in place of `importance`.
     :param codes: A C-contiguous uint8 array of the weight's size for the solver to write the codes into (memory
         that will become a constant's), or of half its size for 4-bit codes packed two a byte; a new one when None.
     :return: Best scale and zero point, float32 [groups, 1] (groups: the leading axes flattened), and the codes for
@@ -45,6 +51,8 @@ def solve_asymmetric_fused(
     group_size = weight.shape[-1]
     weight_values = kernel_values(weight.as_numpy_tensor().data).reshape(-1, group_size)
     no_values = np.zeros(0, np.float32)
+    importance = importance if moments is None else moments
+    grid, refits = _moment_grid(moments)
     refit = {HQQZeroPointStorage.INTEGER: 0, HQQZeroPointStorage.OFFSET: 1, HQQZeroPointStorage.FLOAT16: 2}
     # numba loads the compiled kernel (or compiles it) on its first call; a signal is taken after the kernel
     with _garbage_collection_paused(), signals_deferred():
@@ -65,6 +73,8 @@ def solve_asymmetric_fused(
             SCALE_SEARCH_STEP,
             params.clip_extremes,
             refit[params.zero_point_storage],
+            grid,
+            refits,
             _codes_array(codes, weight_values.shape, np.uint8),
         )
     return Tensor(best_scale[:, None]), Tensor(best_zero_point[:, None]), Tensor(codes)
@@ -76,6 +86,7 @@ def solve_symmetric_fused(
     num_bits: int,
     params: AdvancedHQQParameters,
     codes: np.ndarray | None = None,
+    moments: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """
     The solver of `nncf_hqq.solver` for symmetric modes, compiled and fused per group
@@ -86,18 +97,21 @@ def solve_symmetric_fused(
     :param num_bits: Bit width of the integer grid.
     :param params: Solver parameters.
     :param codes: As in `solve_asymmetric_fused`, int8 (packed 4-bit codes: uint8, two's complement nibbles).
+    :param moments: As in `solve_asymmetric_fused` (the grid's scales are NNCF's times the factors).
     :return: Best scale, float32 [groups, 1] (groups: the leading axes flattened), and the codes for it, int8
         [groups, group] (a view of `codes` when given; uint8 [groups, group / 2] when packed), see
         `nncf_hqq.solver._kernel.solve_symmetric`.
     """
     group_size = weight.shape[-1]
     weight_values = kernel_values(weight.as_numpy_tensor().data).reshape(-1, group_size)
+    grid, refits = _moment_grid(moments)
     with _garbage_collection_paused(), signals_deferred():
         from nncf_hqq.solver._kernel import solve_symmetric
 
         best_scale, codes = solve_symmetric(
             weight_values,
             np.zeros(0, np.float32) if scale is None else _as_array(scale, (-1,)),
+            np.zeros((0, 0), np.float32) if moments is None else _as_array(moments, (-1, group_size)),
             np.float32(-(2 ** (num_bits - 1))),
             np.float32(2 ** (num_bits - 1) - 1),
             params.lp_norm,
@@ -106,9 +120,18 @@ def solve_symmetric_fused(
             params.iterations(asymmetric=False),
             _patience(params, asymmetric=False),
             params.clip_extremes,
+            grid,
+            refits,
             _codes_array(codes, weight_values.shape, np.int8),
         )
     return Tensor(best_scale[:, None]), Tensor(codes)
+
+
+def _moment_grid(moments: Tensor | None) -> tuple[np.ndarray, int]:
+    """The kernels' grid factors and refits: `MOMENT_GRID` and `MOMENT_REFITS` with moments, none without."""
+    if moments is None:
+        return np.zeros(0, np.float32), 0
+    return np.asarray(MOMENT_GRID, np.float32), MOMENT_REFITS
 
 
 def _codes_array(codes: np.ndarray | None, shape: tuple[int, int], dtype: type) -> np.ndarray:
