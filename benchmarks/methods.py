@@ -169,8 +169,6 @@ METHODS = [
     # per group the least estimated RTN output error of Sinkhorn, power and none: the activations measured on random
     # tokens (windows from the model's BOS token, as the command runs it), or estimated from the weights (beta)
     Method("hqq-auto", {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="auto")}),
-    # the same, under the name of its first runs
-    Method("rtauto+hqq-default", {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="auto")}),
     *[
         Method(
             f"hqq-auto-b{beta}",

@@ -12,15 +12,19 @@ def model_input_names(model: ov.Model) -> set[str]:
 
 def stateful_llm_inputs(tokens: np.ndarray, past: int, input_names: set[str]) -> dict[str, np.ndarray]:
     """
-    The inputs that feed `tokens` [batch, n] after `past` tokens already in the model's KV cache: `input_ids`,
-    `attention_mask`, and `position_ids` and `beam_idx` if the model has them (`input_names`).
+    The inputs that feed `tokens` [batch, n] after `past` tokens already in the model's KV cache: `input_ids`, and
+    `attention_mask`, `position_ids`, `beam_idx` and `token_type_ids` (zeros) if the model has them (`input_names`).
     """
     batch, n = tokens.shape
-    inputs = {"input_ids": tokens, "attention_mask": np.ones((batch, past + n), np.int64)}
+    inputs = {"input_ids": tokens}
+    if "attention_mask" in input_names:
+        inputs["attention_mask"] = np.ones((batch, past + n), np.int64)
     if "position_ids" in input_names:
         inputs["position_ids"] = np.broadcast_to(np.arange(past, past + n, dtype=np.int64), (batch, n)).copy()
     if "beam_idx" in input_names:
         inputs["beam_idx"] = np.arange(batch, dtype=np.int32)
+    if "token_type_ids" in input_names:
+        inputs["token_type_ids"] = np.zeros((batch, n), np.int64)
     return inputs
 
 

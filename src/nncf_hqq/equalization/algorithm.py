@@ -188,8 +188,8 @@ class Equalization:
         plan = EqualizationPlan()
         groups = find_scale_groups(model)
         method, moments = self._rule.method, None
-        if method == EqualizationMethod.AUTO and self._rule.activations == ActivationEstimate.RANDOM_TOKENS:
-            planned = [g for g in groups if self._skip_reason(g, weight_configs) is None]
+        planned = [g for g in groups if self._skip_reason(g, weight_configs) is None]
+        if method == EqualizationMethod.AUTO and self._rule.activations == ActivationEstimate.RANDOM_TOKENS and planned:
             moments = input_second_moments(model, planned, bos_token_id=self._rule.bos_token_id)
             if moments is None:
                 method = EqualizationMethod.POWER

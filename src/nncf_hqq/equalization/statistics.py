@@ -13,6 +13,8 @@ import numpy as np
 import openvino as ov
 
 from nncf_hqq.activation_moments import second_moments as activation_second_moments
+from nncf_hqq.calibration.dataset import model_input_names
+from nncf_hqq.calibration.dataset import stateful_llm_inputs
 from nncf_hqq.equalization.patterns import ScaleGroup
 from nncf_hqq.openvino_graph import constant_through_converts
 
@@ -51,7 +53,11 @@ def _embedding_rows(ids: ov.Output) -> int | None:
 def random_token_batches(
     model: ov.Model, windows: int, length: int, seed: int, bos_token_id: int | None
 ) -> Iterator[dict[str, np.ndarray]]:
-    """The inputs of `windows` windows of `length` tokens, BOS (if given) then random token ids."""
+    """
+    The inputs of `windows` windows of `length` tokens, BOS (if given) then random token ids of the vocabulary of
+    `model` (a model `token_inputs` accepts), one window per inference (graphs exported for one sequence need not
+    take more).
+    """
     vocabulary, _ = token_inputs(model)
     ids = np.random.default_rng(seed).integers(0, vocabulary, size=(windows, length), dtype=np.int64)
     if bos_token_id is not None:
@@ -60,21 +66,9 @@ def random_token_batches(
 
 
 def token_batches(model: ov.Model, ids: np.ndarray) -> Iterator[dict[str, np.ndarray]]:
-    """
-    The inputs of the language model `model` for each window of token ids `ids` [windows, length], one window per
-    inference (graphs exported for one sequence need not take more).
-    """
-    _, inputs = token_inputs(model)
-    length = ids.shape[1]
-    for window in ids:
-        values = {
-            "input_ids": window[None],
-            "attention_mask": np.ones((1, length), np.int64),
-            "position_ids": np.arange(length, dtype=np.int64)[None],
-            "beam_idx": np.zeros(1, np.int32),
-            "token_type_ids": np.zeros((1, length), np.int64),
-        }
-        yield {name: values[name] for name in inputs}
+    """The inputs of the language model `model` for each window of token ids `ids` [windows, length]."""
+    names = model_input_names(model)
+    return (stateful_llm_inputs(window[None], 0, names) for window in ids)
 
 
 def input_second_moments(
