@@ -36,7 +36,8 @@ class Method:
     :param data_aware: Whether the method needs a calibration dataset.
     :param calibration: The dataset a data-aware method is fed: "text" (real text, disjoint from the evaluated),
         "self" (text the uncompressed model wrote, `nncf_hqq.calibration`), "auto" (the text optimum-intel's
-        dataset="auto" has it write, `benchmarks.auto_text`) or "random" (random token ids, no text).
+        dataset="auto" has it write, `benchmarks.auto_text`) or "random" (32 windows of 128 random token ids after
+        BOS, no text; "random4": 4 windows).
     """
 
     name: str
@@ -50,21 +51,30 @@ class Method:
 
 def _hqq(equalization: str = "none", patience: int | None = None, **hqq_params) -> dict:
     """
-    HQQ with these parameters; without equalization and running every iteration unless given (so that pinned
-    methods stay pinned).
+    HQQ with these parameters; without equalization, activation moments and running every iteration unless given
+    (so that pinned methods stay pinned).
     """
     return {
         "hqq": True,
-        "hqq_params": AdvancedHQQParameters(patience=patience, **hqq_params),
+        "hqq_params": AdvancedHQQParameters(patience=patience, activation_moments=False, **hqq_params),
         "equalization_params": AdvancedEqualizationParameters(method=equalization),
     }
 
+
+# HQQ's unweighted objective (the data-free default before the random-token moments), pinned
+UNWEIGHTED = {"hqq": True, "hqq_params": AdvancedHQQParameters(activation_moments=False)}
 
 METHODS = [
     Method(FULL_PRECISION),
     Method("rtn"),
     # `hqq=True` as a user calls it (power equalization, one HQQ iteration from RTN), and its zero point storages
     Method("hqq-default", {"hqq": True}),
+    Method("hqq-unweighted", UNWEIGHTED),
+    # the default with more random token windows behind its activation moments (the default: 4)
+    *[
+        Method(f"hqq-random{n}", {"hqq": True, "hqq_params": AdvancedHQQParameters(random_token_windows=n)})
+        for n in (8, 32)
+    ],
     Method("hqq-f16zp", {"hqq": True, "hqq_params": AdvancedHQQParameters(zero_point_storage="float16")}),
     Method("hqq-default-in-memory", {"hqq": True, "offload_codes": False}),  # the codes not in mapped files
     # the default without equalization (HQQ alone, its other defaults)
@@ -146,6 +156,7 @@ METHODS = [
     Method("hqq-moments", {"hqq": True}, data_aware=True),
     Method("self:hqq-moments", {"hqq": True}, data_aware=True, calibration="self"),
     Method("random:hqq-moments", {"hqq": True}, data_aware=True, calibration="random"),
+    Method("random4:hqq-moments", {"hqq": True}, data_aware=True, calibration="random4"),
     Method(
         "self:hqq-auto-moments",
         {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="auto")},
@@ -164,16 +175,16 @@ METHODS = [
         equalize="presinq",
     ),
     # the default's HQQ with each balance, pinned: power (c = mean|W|^0.5), the library's Sinkhorn (SINQ's rule)
-    Method("hqq-power", {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="power")}),
-    Method("hqq-sinkhorn", {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="sinkhorn")}),
+    Method("hqq-power", {**UNWEIGHTED, "equalization_params": AdvancedEqualizationParameters(method="power")}),
+    Method("hqq-sinkhorn", {**UNWEIGHTED, "equalization_params": AdvancedEqualizationParameters(method="sinkhorn")}),
     # per group the least estimated RTN output error of Sinkhorn, power and none: the activations measured on random
     # tokens (windows from the model's BOS token, as the command runs it), or estimated from the weights (beta)
-    Method("hqq-auto", {"hqq": True, "equalization_params": AdvancedEqualizationParameters(method="auto")}),
+    Method("hqq-auto", {**UNWEIGHTED, "equalization_params": AdvancedEqualizationParameters(method="auto")}),
     *[
         Method(
             f"hqq-auto-b{beta}",
             {
-                "hqq": True,
+                **UNWEIGHTED,
                 "equalization_params": AdvancedEqualizationParameters(
                     method="auto", activations="weights", prior_exponent=beta
                 ),
@@ -257,10 +268,8 @@ def compress_model(
     given = {name: kwargs.pop(name) for name in advanced_names if name in kwargs}
     # group sizes that do not divide a layer's channels fall back to a smaller group, alike for every method
     advanced = AdvancedCompressionParameters(group_size_fallback_mode=GroupSizeFallbackMode.ADJUST)
-    equalization = given.get("equalization_params")
-    if equalization is not None and equalization.method.value == "auto" and equalization.bos_token_id is None:
-        given["equalization_params"] = dataclasses.replace(equalization, bos_token_id=bos_token_id(ir_file.parent))
-    advanced = dataclasses.replace(advanced, **given)
+    # random token windows (auto's, HQQ's) start with the model's BOS token, as the command runs them
+    advanced = dataclasses.replace(advanced, **given).with_bos_token_id(bos_token_id(ir_file.parent))
     start = time.perf_counter()
     if method.experiment is not None and method.experiment.startswith("gram"):
         from benchmarks.experiments import gram_experiment

@@ -114,10 +114,11 @@ class CalibrationData:
     def dataset(self, run_method: Method) -> nncf.Dataset:
         if run_method.calibration == "self":
             return self.self_written(run_method.self_params).dataset
-        if run_method.calibration == "random":  # no text: windows of BOS and random token ids, 32 x 128
+        if run_method.calibration.startswith("random"):  # no text: BOS and random token ids, "random<N>": N x 128
+            windows = int(run_method.calibration.removeprefix("random") or 32)
             model = ov.Core().read_model(self._ir_file)
             bos = bos_token_id(self._ir_file.parent)
-            return nncf.Dataset(list(random_token_batches(model, 32, 128, 0, bos)))
+            return nncf.Dataset(list(random_token_batches(model, windows, 128, 0, bos)))
         return self.auto[0] if run_method.calibration == "auto" else self.text
 
 

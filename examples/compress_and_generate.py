@@ -66,7 +66,8 @@ def main() -> None:
         )
     ratio = results["hqq"]["mean_relative_weight_error"] / results["rtn"]["mean_relative_weight_error"]
     print(
-        f"HQQ/RTN weight error: {ratio:.3f}; loss difference HQQ - RTN: "
+        f"HQQ/RTN weight error: {ratio:.3f} (HQQ weighs each weight's error by its activations, RTN's is plain); "
+        "loss difference HQQ - RTN: "
         f"{results['hqq']['loss_on_text'] - results['rtn']['loss_on_text']:+.4f} (one short text: not a benchmark)"
     )
     (args.out_dir / "results.json").write_text(json.dumps(results, indent=2))

@@ -141,7 +141,7 @@ def test_calibration_text_file_weighs_hqq_by_its_activations(tiny_ir_with_tokeni
     model = ov.Core().read_model(dst / "openvino_model.xml")
     info = lambda key: model.get_rt_info(["nncf", "weight_compression", "hqq", key]).astype(str)
     windows = min(32, len(before) // 127)  # one byte a token, BOS then 127 tokens a window (the tiny Llama's BOS: 1)
-    assert info("objective") == "activation-weighted" and info("activation_moments_tokens") == str(windows * 128)
+    assert info("activation_moments_source") == "dataset" and info("activation_moments_tokens") == str(windows * 128)
     data_free = tmp_path / "data-free"
     assert (
         cli.main(["compress", "--src", str(tiny_ir_with_tokenizer), "--dst", str(data_free), "--group-size", "32"]) == 0
@@ -306,7 +306,9 @@ def test_example_runs_end_to_end(bundled_hqq, cache_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "HQQ/RTN weight error" in result.stdout
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["hqq"]["mean_relative_weight_error"] < results["rtn"]["mean_relative_weight_error"]
+    # the default minimises the output error its activations weigh, not the plain weight error: near RTN's
+    assert results["hqq"]["mean_relative_weight_error"] < 1.1 * results["rtn"]["mean_relative_weight_error"]
+    assert np.isfinite(results["hqq"]["loss_on_text"]) and np.isfinite(results["rtn"]["loss_on_text"])
 
 
 @pytest.mark.slow

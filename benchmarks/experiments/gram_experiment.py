@@ -160,7 +160,8 @@ def compress(
         return data_aware_solution(weight.as_numpy_tensor().data, gram, group, hqq, refits, diagonal)
 
     none = dataclasses.replace(advanced, equalization_params=AdvancedEqualizationParameters(EqualizationMethod.NONE))
-    none = dataclasses.replace(none, offload_codes=False)
+    unweighted = dataclasses.replace(advanced.hqq_params, activation_moments=False)
+    none = dataclasses.replace(none, offload_codes=False, hqq_params=unweighted)
     HQQWeightTask.solve = solve
     try:
         return compress_weights(model, hqq=True, advanced_parameters=none, **arguments)

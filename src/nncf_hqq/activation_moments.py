@@ -100,6 +100,59 @@ def weight_input_moments(
     return {name: m for key, m in zip(values, moments, strict=True) for name in readers[key]}, tokens
 
 
+def probe_fits_in_memory(model: ov.Model, margin: float = 1.5) -> bool:
+    """
+    Whether a float32 run of `model` (its constants as float32, the largest share of what compiling it needs),
+    times `margin`, fits in the memory available to this process: the system's available memory and, under a
+    cgroup (v2 or v1) limit, what the limit leaves.
+    """
+    need = (
+        margin
+        * 4
+        * sum(
+            int(np.prod(op.get_output_shape(0))) for op in model.get_ordered_ops() if op.get_type_name() == "Constant"
+        )
+    )
+    return need <= _available_memory()
+
+
+def _available_memory() -> float:
+    available = float("inf")
+    try:
+        for line in open("/proc/meminfo").read().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
+        try:
+            limit = open(_own_cgroup_file(limit_file)).read().strip()
+            usage = int(open(_own_cgroup_file(usage_file)).read())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit():
+            available = min(available, int(limit) - usage)
+    return available
+
+
+def _own_cgroup_file(path: str) -> str:
+    """`path` under this process's own cgroup (v2: the unified hierarchy's path in /proc/self/cgroup)."""
+    try:
+        for line in open("/proc/self/cgroup").read().splitlines():
+            hierarchy, controllers, group = line.split(":", 2)
+            v2 = hierarchy == "0" and "/memory." in path and "/memory/" not in path
+            v1 = "memory" in controllers.split(",") and "/memory/" in path
+            if (v2 or v1) and group not in ("", "/"):
+                base = "/sys/fs/cgroup/memory" if v1 else "/sys/fs/cgroup"
+                return path.replace(base, base + group, 1)
+    except (OSError, ValueError):
+        pass
+    return path
+
+
 def scaled_by_factors(moments: np.ndarray, factors: np.ndarray | None) -> np.ndarray:
     """The moments of the input x / v of a weight whose input channels were scaled by `factors` v: E[x^2] / v^2."""
     return moments if factors is None else (moments / np.square(factors.astype(np.float32))).astype(np.float32)

@@ -154,8 +154,9 @@ def _resolve_settings(model: TModel, arguments: dict[str, Any]) -> SessionSettin
         equalize_at = "precision"
     else:
         equalize_at = "transform"
-    moments_dataset = arguments["dataset"] if hqq_params.activation_moments else None
-    rt_info.update(objective="activation-weighted" if moments_dataset is not None else "data-free")
+    weighted = hqq_params.activation_moments
+    moments_dataset = arguments["dataset"] if weighted else None
+    random_moments = (hqq_params.random_token_windows, hqq_params.bos_token_id) if weighted else None
     rule = EqualizationRule.from_parameters(equalization_params)
     # NNCF's own parameters class (or none) gets nncf-hqq's default: the codes in mapped files
     offload_codes = getattr(advanced_parameters, "offload_codes", AdvancedCompressionParameters.offload_codes)
@@ -172,6 +173,7 @@ def _resolve_settings(model: TModel, arguments: dict[str, Any]) -> SessionSettin
         offload_dir=None if offload_dir is None else str(offload_dir),
         moments_dataset=moments_dataset,
         moments_subset_size=arguments["subset_size"],
+        random_moments=random_moments,
     )
 
 

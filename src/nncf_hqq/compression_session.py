@@ -6,6 +6,7 @@ storing its codes and float zero points, and undoing every graph edit on failure
 
 import functools
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from nncf_hqq._nncf import CompressedWeight
 from nncf_hqq._nncf import WeightSite
 from nncf_hqq._nncf import codes_constant_name
 from nncf_hqq._nncf import read_constant
+from nncf_hqq.activation_moments import probe_fits_in_memory
 from nncf_hqq.activation_moments import scaled_by_factors
 from nncf_hqq.activation_moments import weight_input_moments
 from nncf_hqq.code_packing import carries_codes
@@ -27,6 +29,8 @@ from nncf_hqq.equalization.algorithm import Equalization
 from nncf_hqq.equalization.algorithm import EqualizationPlan
 from nncf_hqq.equalization.algorithm import WeightConfig
 from nncf_hqq.equalization.algorithm import fold
+from nncf_hqq.equalization.statistics import random_token_batches
+from nncf_hqq.equalization.statistics import token_inputs
 from nncf_hqq.graph_journal import GraphJournal
 from nncf_hqq.hqq import HQQ
 from nncf_hqq.hqq import HQQWeightTask
@@ -52,7 +56,9 @@ class SessionSettings:
     :param offload_codes: Keep the codes of the compressed weights in mapped files (`nncf_hqq.codes_offload`).
     :param offload_dir: Where those files go; None: the system's temporary directory.
     :param moments_dataset: The dataset whose activations weigh HQQ's objective (`nncf_hqq.activation_moments`),
-        measured on its first `moments_subset_size` samples when NNCF's transform starts; None: data-free HQQ.
+        measured on its first `moments_subset_size` samples when NNCF's transform starts.
+    :param random_moments: Without a dataset: (windows, BOS token) of the random token ids whose activations weigh
+        HQQ's objective instead, for a language model of token ids that a run fits in memory; None: not weighted.
     """
 
     hqq: HQQ
@@ -65,6 +71,7 @@ class SessionSettings:
     offload_dir: str | None = None
     moments_dataset: nncf.Dataset | None = None
     moments_subset_size: int = 128
+    random_moments: tuple[int, int | None] | None = None
 
 
 class CompressionSession:
@@ -98,6 +105,7 @@ class CompressionSession:
         self._offload: CodesOffload | None = None
         self._matmuls: dict[str, ov.Node | None] = {}  # by weight constant, for zero point offsets
         self.moments_tokens = 0  # tokens the activation moments were measured on
+        self.moments_source = "none"  # what they were measured on: "dataset", "random_tokens" or "none"
 
     @staticmethod
     def check_weight(weight_name: str, weight: Tensor) -> None:
@@ -137,17 +145,30 @@ class CompressionSession:
         left to be applied as each weight is read: its factors then applied to the moments); returns the sites
         HQQ solves, in order.
         """
-        moments = self._measure_moments(model, sites) if self.settings.moments_dataset is not None else None
+        samples = self._moment_samples(model)
+        moments = None if samples is None else self._measure_moments(model, sites, samples)
         self._tasks = self.settings.hqq.plan(sites, precomputed, moments)
         return [site for site in sites if site.name in self._tasks]
 
-    def _measure_moments(self, model: ov.Model, sites: list[WeightSite]) -> dict[str, Any]:
+    def _moment_samples(self, model: ov.Model) -> Iterable | None:
+        """The samples to measure the activations on (their source recorded), None for none."""
+        settings = self.settings
+        if settings.moments_dataset is not None:
+            self.moments_source = "dataset"
+            return itertools.islice(settings.moments_dataset.get_inference_data(), settings.moments_subset_size)
+        if settings.random_moments is None or token_inputs(model) is None:
+            return None
+        if not probe_fits_in_memory(model):
+            nncf_logger.info("HQQ: a run of the model would not fit in the memory available; errors not weighted.")
+            return None
+        self.moments_source = "random_tokens"
+        windows, bos_token_id = settings.random_moments
+        return random_token_batches(model, windows, 128, seed=0, bos_token_id=bos_token_id)
+
+    def _measure_moments(self, model: ov.Model, sites: list[WeightSite], samples: Iterable) -> dict[str, Any]:
         weights = {
             site.constant_name: site.matmul for site in sites if site.config is not None and site.config.is_integer
         }
-        samples = itertools.islice(
-            self.settings.moments_dataset.get_inference_data(), self.settings.moments_subset_size
-        )
         try:
             moments, self.moments_tokens = weight_input_moments(model, weights, samples)
         except ValueError as error:
@@ -155,7 +176,10 @@ class CompressionSession:
         for name in self._lazy_factors & set(moments):
             axis = next(site.axis for site in sites if site.constant_name == name)
             moments[name] = scaled_by_factors(moments[name], self.equalization_plan.factors[name].get(axis))
-        nncf_logger.info(f"HQQ weighs {len(moments)} weights by their activations on {self.moments_tokens} tokens.")
+        source = "random token ids" if self.moments_source == "random_tokens" else "the dataset"
+        nncf_logger.info(
+            f"HQQ weighs {len(moments)} weights by their activations on {self.moments_tokens} tokens of {source}."
+        )
         return moments
 
     def solve_before_transform(self, site: WeightSite, weight: Tensor) -> CompressedWeight:
@@ -230,11 +254,15 @@ class CompressionSession:
 
     def summary(self) -> dict[str, Any]:
         """
-        What the session decided besides `settings.rt_info`: the numbers of groups equalized and skipped, and with
-        `EqualizationMethod.AUTO` how many groups kept each candidate (`equalization_chosen_<candidate>`).
+        What the session decided besides `settings.rt_info`: what the activations' moments were measured on
+        (`activation_moments_source`: dataset, random_tokens or none) and how many tokens; the numbers of groups
+        equalized and skipped, and with `EqualizationMethod.AUTO` how many groups kept each candidate
+        (`equalization_chosen_<candidate>`).
         """
         plan = self.equalization_plan
-        measured = {"activation_moments_tokens": self.moments_tokens} if self.moments_tokens else {}
+        measured = {"activation_moments_source": self.moments_source}
+        if self.moments_tokens:
+            measured["activation_moments_tokens"] = self.moments_tokens
         if plan is None:
             return measured
         chosen = list(plan.chosen.values())

@@ -68,12 +68,14 @@ class HQQWeightTask:
 
 class HQQ:
     """
-    Data-free HQQ weight compression: per group of weights, finds the scale and zero point that minimise the
-    lp-norm (p <= 1) of the weight reconstruction error with a half-quadratic proximal solver, starting from
-    NNCF's round-to-nearest (RTN) parameters (or scale estimation's) and never ending worse than them in that
-    objective. In asymmetric modes, an optional search over expanded scales (`scale_search_steps`) precedes the
-    proximal iterations, and the float zero point storages refit each group's zero point by least squares at the
-    end. The equalization folded into the model first is planned by `nncf_hqq.equalization`, not here.
+    HQQ weight compression: per group of weights, finds the scale and zero point that minimise the lp-norm (p <= 1)
+    of the weight reconstruction error with a half-quadratic proximal solver, starting from NNCF's round-to-nearest
+    (RTN) parameters (or scale estimation's) and never ending worse than them in that objective; given the second
+    moments of a weight's input activations, the parameters of least activation-weighted squared error among
+    HQQ's and clipped RTN scales (`nncf_hqq.solver`). In asymmetric modes, an optional search over expanded scales
+    (`scale_search_steps`) precedes the proximal iterations, and the float zero point storages refit each group's
+    zero point by least squares at the end. The equalization folded into the model first is planned by
+    `nncf_hqq.equalization`, not here.
     """
 
     def __init__(self, params: AdvancedHQQParameters | None = None):

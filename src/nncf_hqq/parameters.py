@@ -1,5 +1,6 @@
 """User-facing parameters of HQQ weight compression."""
 
+import dataclasses
 from dataclasses import dataclass
 from dataclasses import field
 from enum import Enum
@@ -73,10 +74,15 @@ class AdvancedHQQParameters:
     :param norm_importance: Weight the scale search's squared errors of each input channel by the square of the
         scale vector of the normalisation layer (RMSNorm/LayerNorm) feeding the MatMul, when there is one: a
         data-free proxy for the magnitude of the activations the channel multiplies.
-    :param activation_moments: With a dataset, weigh each weight's error by the second moments of the activations it
-        multiplies (measured on the dataset in one pass): per group, the parameters of least expected output error
+    :param activation_moments: Weigh each weight's error by the second moments of the activations it multiplies,
+        measured in one run of the model: per group, the parameters of least expected output error
         sum_k E[x_k^2] (W_k - s (Q_k - z))^2 among HQQ's and RTN's scale times `MOMENT_GRID`, each refitted by
-        weighted least squares. False: HQQ's data-free objective even with a dataset.
+        weighted least squares. Measured on the dataset when one is given; without one, on `random_token_windows`
+        windows of 128 random token ids after `bos_token_id` (no text) when the model takes token ids and the run
+        fits in the memory available, else not weighted. False: HQQ's unweighted objective.
+    :param random_token_windows: The random windows of 128 tokens that stand in for a dataset.
+    :param bos_token_id: The model's BOS token, first in each random window as in a text (an OpenVINO model does
+        not record it; the command reads it from the model's config); None: random tokens only.
     :param clip_extremes: Let the integer-zero-point and symmetric solvers shrink a group's scale so far that the
         group's largest weights are clipped. It lowers the lp error, but clipping large weights hurts perplexity.
     """
@@ -92,6 +98,8 @@ class AdvancedHQQParameters:
     clip_extremes: bool = False
     norm_importance: bool = False
     activation_moments: bool = True
+    random_token_windows: int = 4
+    bos_token_id: int | None = None
 
     def validate(self) -> None:
         """Raises nncf.ValidationError naming the first invalid field and what to change."""
@@ -99,6 +107,8 @@ class AdvancedHQQParameters:
         check_integer(field("num_iterations"), self.num_iterations, allow_none=True)
         check_integer(field("patience"), self.patience, minimum=1, allow_none=True)
         check_integer(field("scale_search_steps"), self.scale_search_steps)
+        check_integer(field("random_token_windows"), self.random_token_windows, minimum=1)
+        check_integer(field("bos_token_id"), self.bos_token_id, allow_none=True)
         check_real(field("lp_norm"), self.lp_norm, "a number in (0, 1]", lambda x: 0.0 < x <= 1.0)
         check_real(field("beta"), self.beta, "a positive finite number", lambda x: x > 0.0)
         check_real(field("kappa"), self.kappa, "a positive finite number", lambda x: x > 0.0)
@@ -138,3 +148,12 @@ class AdvancedCompressionParameters(NNCFAdvancedCompressionParameters):
     self_calibration: SelfCalibrationParameters | None = None
     offload_codes: bool = True
     offload_dir: str | Path | None = None
+
+    def with_bos_token_id(self, bos_token_id: int | None) -> "AdvancedCompressionParameters":
+        """A copy whose random token windows (HQQ's, equalization's) start with `bos_token_id` where none is set."""
+        hqq, equalization = self.hqq_params, self.equalization_params
+        if hqq.bos_token_id is None:
+            hqq = dataclasses.replace(hqq, bos_token_id=bos_token_id)
+        if equalization.bos_token_id is None:
+            equalization = dataclasses.replace(equalization, bos_token_id=bos_token_id)
+        return dataclasses.replace(self, hqq_params=hqq, equalization_params=equalization)

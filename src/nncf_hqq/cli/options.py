@@ -1,6 +1,5 @@
 """The command's compression options, checked, and mapped onto `nncf_hqq.compress_weights`' arguments."""
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,14 +143,14 @@ class CompressionOptions:
             elif self.calibration == "self":
                 bos = None if model_dir is None else bos_token_id(model_dir)
                 self_calibration = SelfCalibrationParameters(seed=self.seed, bos_token_id=bos, cache_dir=cache_dir)
-            equalization = self.equalization_params()
-            if equalization.bos_token_id is None and model_dir is not None:  # random windows start as texts do
-                equalization = dataclasses.replace(equalization, bos_token_id=bos_token_id(model_dir))
             advanced.update(
                 hqq_params=self.hqq_params(),
-                equalization_params=equalization,
+                equalization_params=self.equalization_params(),
                 self_calibration=self_calibration,
                 offload_dir=offload_dir,
             )
-        kwargs["advanced_parameters"] = AdvancedCompressionParameters(**advanced)
+        parameters = AdvancedCompressionParameters(**advanced)
+        if model_dir is not None:  # random token windows start as texts do
+            parameters = parameters.with_bos_token_id(bos_token_id(model_dir))
+        kwargs["advanced_parameters"] = parameters
         return kwargs

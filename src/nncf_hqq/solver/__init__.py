@@ -17,6 +17,14 @@ refitted as a float, z <- mean(Q - u) (least squares for the codes Q), where tha
 is the candidate with the lowest phi: never worse than the start; with `patience` = k a group stops after k
 iterations without a lower phi. Scales stay at or above the no-clipping scale unless `clip_extremes`.
 
+With the second moments a_k = E[x_k^2] of the activations the weights multiply (`moments`), each group's result is
+then the one of least expected output error among HQQ's and a grid of clipped RTN scales with RTN's zero point,
+
+    e(s, z) = sum_k a_k (W_k - s (Q_k - z))^2,   candidates: HQQ's (s, z) and (f s_RTN, z_RTN), f = 1, 0.95, ..., 0.55,
+
+each also after two weighted least-squares refits of its scale for its codes, s <- <a L, W> / <a L, L> with
+L = Q - z (the diagonal of the Gram matrix E[x x^T]; cross-channel terms are left out).
+
 - `fused.solve_asymmetric_fused`, `fused.solve_symmetric_fused`: these equations compiled with numba and fused per
   group (`_kernel`), which `HQQ` runs; they also return the codes Q.
 """

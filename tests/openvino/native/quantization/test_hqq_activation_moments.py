@@ -128,9 +128,10 @@ def test_a_dataset_makes_hqq_minimise_the_error_the_activations_see(mode):
     error = lambda w_q: _expected_output_error(weights["w"], w_q, moments).sum()
     assert error(weighted) < 0.9 * error(plain)
     info = lambda m, key: m.get_rt_info(["nncf", "weight_compression", "hqq", key]).astype(str)
-    assert info(data_aware, "objective") == "activation-weighted"
+    assert info(data_aware, "activation_moments_source") == "dataset"
     assert info(data_aware, "activation_moments_tokens") == str(8 * 4)
-    assert info(data_free, "objective") == "data-free" == info(opted_out, "objective")
+    # the linear model takes no token ids: no random windows either
+    assert info(data_free, "activation_moments_source") == "none" == info(opted_out, "activation_moments_source")
 
 
 def test_an_empty_dataset_raises_validation_error_and_leaves_the_model_untouched():
@@ -140,3 +141,34 @@ def test_an_empty_dataset_raises_validation_error_and_leaves_the_model_untouched
         compress_weights(model, mode=INT4_ASYM, group_size=64, all_layers=True, hqq=True, dataset=nncf.Dataset([]))
     after = constants(model)
     assert after.keys() == before.keys() and all(np.array_equal(after[k], before[k]) for k in before)
+
+
+def test_without_a_dataset_a_token_model_is_weighted_by_random_token_windows(monkeypatch):
+    import nncf_hqq.activation_moments
+    from nncf_hqq.equalization.statistics import random_token_batches
+    from tests.openvino.native.quantization.test_hqq_equalization import _token_lm
+
+    def compress(dataset=None, **hqq_params):
+        advanced = AdvancedCompressionParameters(hqq_params=AdvancedHQQParameters(bos_token_id=1, **hqq_params))
+        model = compress_weights(
+            _token_lm()[0], mode=INT4_ASYM, group_size=32, hqq=True, dataset=dataset, advanced_parameters=advanced
+        )
+        info = model.get_rt_info(["nncf", "weight_compression", "hqq", "activation_moments_source"]).astype(str)
+        return list(constants(model).values()), info  # in graph order (auto-generated names differ per model)
+
+    default, source = compress()
+    assert source == "random_tokens"
+    # the same as giving those windows as the dataset
+    windows = list(random_token_batches(_token_lm()[0], 4, 128, 0, 1))
+    given, given_source = compress(nncf.Dataset(windows))
+    same = lambda a, b: len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    # up to float rounding (the dataset's moments are measured on the folded model, the default's scaled by the
+    # folded factors: the weighted refits then differ in the last bits, and a few codes at rounding boundaries)
+    unweighted, unweighted_source = compress(activation_moments=False)
+    codes = lambda values: np.concatenate([v.ravel() for v in values if v.dtype == np.uint8 and v.ndim == 3])
+    assert given_source == "dataset" and unweighted_source == "none"
+    assert np.mean(codes(default) != codes(given)) < 0.02 < 0.1 < np.mean(codes(default) != codes(unweighted))
+    # a run of the model that would not fit in memory is not made: the errors are not weighted
+    monkeypatch.setattr(nncf_hqq.activation_moments, "_available_memory", lambda: 0.0)
+    short, short_source = compress()
+    assert short_source == "none" and same(short, unweighted)
