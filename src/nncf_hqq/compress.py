@@ -70,10 +70,12 @@ def compress_weights(
     model is stored in NNCF's standard compressed format. AWQ runs before HQQ; with scale estimation, HQQ keeps
     the estimated parameters of the layers scale estimation handled (`refine_scale_estimation` to refine them).
     Solver parameters are taken from `advanced_parameters.hqq_params` when given
-    (`nncf_hqq.AdvancedCompressionParameters`). With `advanced_parameters.self_calibration` and no `dataset`,
-    the model first writes its own calibration text (`nncf_hqq.calibration`), which becomes the dataset of
-    AWQ and scale estimation (both on unless `awq` or `scale_estimation` is False). With `hqq` false or None
-    this is exactly `nncf.compress_weights`.
+    (`nncf_hqq.AdvancedCompressionParameters`). Each weight's error is weighted by the second moments of the
+    activations it multiplies: measured on `dataset` when given, else on random token ids (a language model of
+    token ids; `AdvancedHQQParameters.activation_moments`). With `advanced_parameters.self_calibration` and no
+    `dataset`, the model first writes its own calibration text (`nncf_hqq.calibration`), which becomes the dataset
+    (of AWQ and scale estimation too, when `awq` or `scale_estimation` is True). With `hqq` false or None this is
+    exactly `nncf.compress_weights`.
 
     :param hqq: Whether to compute quantization parameters with HQQ. Only OpenVINO models are supported.
     :return: The model with compressed weights (the input `ov.Model` object, transformed in place, as in NNCF).
@@ -136,11 +138,7 @@ def _resolve_settings(model: TModel, arguments: dict[str, Any]) -> SessionSettin
     if self_calibration is not None:
         _check_self_calibration(self_calibration, arguments["dataset"], mode)
         data = self_written_data(model, self_calibration)
-        arguments.update(
-            dataset=data.dataset,
-            awq=arguments["awq"] is not False,
-            scale_estimation=arguments["scale_estimation"] is not False,
-        )
+        arguments.update(dataset=data.dataset)  # it weighs HQQ's error; AWQ and scale estimation run if asked
         rt_info.update(calibration="self", calibration_seconds=round(data.seconds, 3), calibration_cached=data.cached)
         recorded = {k: v for k, v in dataclasses.asdict(self_calibration).items() if k != "cache_dir"}
         rt_info.update({f"self_calibration_{k}": v for k, v in recorded.items() if v is not None})
@@ -223,7 +221,7 @@ def _check_self_calibration(params: SelfCalibrationParameters, dataset: Dataset 
         msg = "Give either a dataset or self_calibration (the model's own text), not both."
         raise nncf.ValidationError(msg)
     if mode not in (CompressWeightsMode.INT4_ASYM, CompressWeightsMode.INT4_SYM):
-        msg = f"Self-calibration feeds AWQ and scale estimation, which NNCF runs in 4-bit modes only; got {mode.value}."
+        msg = f"Self-calibration is supported in 4-bit modes only (INT4_ASYM, INT4_SYM); got {mode.value}."
         raise nncf.ValidationError(msg)
 
 

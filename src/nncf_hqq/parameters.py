@@ -134,7 +134,8 @@ class AdvancedCompressionParameters(NNCFAdvancedCompressionParameters):
     :param hqq_params: Advanced parameters for the HQQ algorithm.
     :param equalization_params: The equalization folded into the model before HQQ (with `hqq=True`).
     :param self_calibration: With `hqq=True` and no dataset: the model writes its own calibration text with these
-        parameters, and NNCF's data-aware algorithms (AWQ, scale estimation) run on it. None: data-free.
+        parameters, whose activations then weigh HQQ's error (and feed AWQ and scale estimation when they are on).
+        None: random token ids weigh it (`AdvancedHQQParameters.activation_moments`).
     :param offload_codes: With `hqq=True`: keep the integer codes of the compressed weights (a quarter of an f16
         model in 4 bits) in deleted files that OpenVINO maps instead of in the process's memory, so that the
         kernel can drop their pages under memory pressure and read them back when the model is saved or compiled

@@ -1,6 +1,7 @@
 """
 Self-written calibration text: token sequences that the model being compressed samples itself, as model inputs
-for NNCF's data-aware algorithms (AWQ, scale estimation) when the user has no data set.
+whose activations weigh HQQ's error (and feed NNCF's AWQ and scale estimation when asked) when the user has no
+data set.
 
 - `parameters.py`: `SelfCalibrationParameters`;
 - `generate.py`: the sampler (OpenVINO alone, the model's KV cache, seeded);

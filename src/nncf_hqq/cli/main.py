@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--calibration",
         default="none",
         metavar="{none,self,FILE}",
-        help="self: the model writes its own calibration text for AWQ and scale estimation before HQQ (slower); "
-        "FILE: a UTF-8 text file whose activations weigh HQQ's error",
+        help="the activations that weigh HQQ's error: none (random token ids, the default), self (text the model "
+        "writes itself first), or FILE (a UTF-8 text file)",
     )
     compress.add_argument("--seed", type=_seed, default=0, help="seed of every random generator, 0 to 2^32 - 1")
     compress.add_argument("--overwrite", action="store_true", help="replace a non-empty --dst")

@@ -30,7 +30,7 @@ class CompressionOptions:
         None: 64 for 4 bits, -1 for 8 bits.
     :param sym: Symmetric quantization (no zero point).
     :param ratio: Share of the 4-bit layers' weights kept at 4 bits (the rest INT8), in (0, 1].
-    :param awq: Data-free AWQ before compression.
+    :param awq: AWQ before compression: data-free, or on the calibration text with `calibration`.
     :param keep_lm_head_fp16: Leave the output projection (and an embedding tied to it) uncompressed.
     :param zero_point: HQQ zero point storage, "int", "float16" or "offset" (`HQQZeroPointStorage`).
     :param iterations: HQQ solver iterations; None: the solver's default for the zero point storage.
@@ -38,9 +38,9 @@ class CompressionOptions:
         the solver's default.
     :param equalization: HQQ equalization, "none", "power", "sinkhorn" or "auto" (`EqualizationMethod`); None: the
         default.
-    :param calibration: "none" (data-free); "self": the model writes its own calibration text, on which AWQ and
-        scale estimation run before HQQ (`nncf_hqq.calibration`); or the path of a UTF-8 text file, tokenized with
-        the model's tokenizer into windows (`nncf_hqq.calibration.text_file`) that HQQ's objective is weighted by.
+    :param calibration: "none" (HQQ weighted by the activations of random token ids); "self": by those of text the
+        model writes itself (`nncf_hqq.calibration`); or the path of a UTF-8 text file, tokenized with the model's
+        tokenizer into windows (`nncf_hqq.calibration.text_file`).
     :param seed: Seed of every random generator involved (the pipeline is deterministic for a fixed seed).
     """
 
@@ -78,9 +78,6 @@ class CompressionOptions:
             raise nncf.ValidationError("--ratio, --awq and --calibration apply to 4-bit compression only.")
         if self.calibration not in CALIBRATIONS and not Path(self.calibration).is_file():
             msg = f"--calibration must be one of {CALIBRATIONS} or a text file, got {self.calibration} (no such file)."
-            raise nncf.ValidationError(msg)
-        if self.awq and self.calibration == "self":
-            msg = "--calibration self runs AWQ on the model's own text: drop --awq (data-free AWQ)."
             raise nncf.ValidationError(msg)
         if self.sym and self.zero_point != "int":
             msg = f"--zero-point {self.zero_point} needs asymmetric quantization: drop --sym."

@@ -89,7 +89,7 @@ def test_tokens_written_with_the_kv_cache_are_the_models_greedy_choice_on_the_wh
         np.testing.assert_array_equal(logits[:-1].argmax(-1)[1:], sequence[2:])  # from the first sampled token on
 
 
-def test_compression_on_the_models_own_text_runs_awq_and_scale_estimation(tiny_lm):
+def test_compression_on_the_models_own_text_weighs_hqq_by_its_activations(tiny_lm):
     params = SelfCalibrationParameters(num_sequences=4, length=16, bos_token_id=bos_token_id(tiny_lm.parent))
     assert params.bos_token_id == 1
     advanced = AdvancedCompressionParameters(self_calibration=params)
@@ -97,7 +97,8 @@ def test_compression_on_the_models_own_text_runs_awq_and_scale_estimation(tiny_l
                              hqq=True, advanced_parameters=advanced)  # fmt: skip
     info = lambda *path: model.get_rt_info(["nncf", "weight_compression", *path]).astype(str)
     assert info("hqq", "calibration") == "self" and float(info("hqq", "calibration_seconds")) > 0
-    assert info("awq") == "True" and info("scale_estimation") == "True"
+    assert info("hqq", "activation_moments_source") == "dataset" and info("hqq", "activation_moments_tokens") == "64"
+    assert info("awq") in ("None", "False") and info("scale_estimation") in ("None", "False")
     assert int(info("hqq", "self_calibration_num_sequences")) == 4
 
 
