@@ -140,10 +140,10 @@ class CompressionSession:
 
     def plan(self, model: ov.Model, sites: list[WeightSite], precomputed: dict | None) -> list[WeightSite]:
         """
-        HQQ's tasks for the weights NNCF is about to compress, with `moments_dataset` weighted by the second moments
-        of their activations, measured now on `model` as NNCF is about to compress it (the equalization folded, or
-        left to be applied as each weight is read: its factors then applied to the moments); returns the sites
-        HQQ solves, in order.
+        HQQ's tasks for the weights NNCF is about to compress, weighted by the second moments of their activations
+        on the dataset or random token ids (`_moment_samples`), measured now on `model` as NNCF is about to compress
+        it (the equalization folded, or left to be applied as each weight is read: its factors then applied to the
+        moments); returns the sites HQQ solves, in order.
         """
         samples = self._moment_samples(model)
         moments = None if samples is None else self._measure_moments(model, sites, samples)
