@@ -18,9 +18,9 @@ from nncf_hqq.validation import enum_from_string
 
 # Relative step of the scale expansion search: the candidate scales are (1 + SCALE_SEARCH_STEP k) s_RTN.
 SCALE_SEARCH_STEP = 0.02
-# With the activations' second moments (a dataset): the factors f of RTN's scale (NNCF's symmetric one) that compete
-# with the solver's scale for the least expected output error, and the weighted least-squares refits of each
-# (NNCF's scale estimation's grid, 1 down to 0.55).
+# With the activations' second moments (a dataset's or random token ids'): the factors f of RTN's scale (NNCF's
+# symmetric one) that compete with the solver's scale for the least expected output error, and the weighted
+# least-squares refits of each (NNCF's scale estimation's grid, 1 down to 0.55).
 MOMENT_GRID = tuple(1.0 - 0.05 * k for k in range(10))
 MOMENT_REFITS = 2
 
