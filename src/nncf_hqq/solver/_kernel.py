@@ -249,12 +249,10 @@ def solve_asymmetric(
             if non_finite != zero:
                 best_scales[i], best_zero_points[i] = np.nan, zero
                 continue
-            if rtn_start:
-                s = (group_max - group_min) / q_max
-                s = eps if abs(s) < eps else s
-                z = min(max(zero - np.rint(group_min / s), zero), q_max)
-            else:
-                s, z = scale[i], zero_point[i]
+            rtn_scale = (group_max - group_min) / q_max
+            rtn_scale = eps if abs(rtn_scale) < eps else rtn_scale
+            rtn_zero_point = min(max(zero - np.rint(group_min / rtn_scale), zero), q_max)
+            s, z = (rtn_scale, rtn_zero_point) if rtn_start else (scale[i], zero_point[i])
             best_scale, best_zero_point = s, z
             best_error = _quantize(w, s, z, q_max, p, u, q, residual, residual_p)
             q_holds_best_codes = True
@@ -305,9 +303,6 @@ def solve_asymmetric(
                 if q_holds_best_codes:
                     best_zero_point = float_zero_point
             if weighted and grid.shape[0] + refits > 0:
-                rtn_scale = (group_max - group_min) / q_max
-                rtn_scale = eps if abs(rtn_scale) < eps else rtn_scale
-                rtn_zero_point = min(max(zero - np.rint(group_min / rtn_scale), zero), q_max)
                 chosen = _weighted_choice(
                     w, a, best_scale, best_zero_point, rtn_scale, rtn_zero_point, q_max, grid, refits
                 )
